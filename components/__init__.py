@@ -1,0 +1,1 @@
+"""Components of the InstructUE platform: one package per stage, importable without Prefect."""

@@ -1,0 +1,1 @@
+"""Prefect flows, deployments and the `instructue` command line; each task calls one component function."""

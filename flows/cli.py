@@ -1,0 +1,144 @@
+"""The `instructue` command line.
+
+    instructue datasets                               # the readers and their options
+    instructue ingest movielens-100k                  # read, validate, publish data/, version with DVC
+    instructue ingest synthetic-multisource -o n_users=10000 -o noise=0.3
+    instructue ingest parquet -o path=/some/folder
+    instructue data push | pull | status | remote URL
+
+User errors (bad input, bad options, a dataset that breaks the contract) print one message and exit
+with status 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.settings import quiet_telemetry
+
+app = typer.Typer(
+    help="Train, evaluate, register and serve instruction-aware user embedding models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _mount_data_app() -> None:
+    try:
+        from flows.data_cli import data_app
+    except ImportError:  # pragma: no cover - the data commands ship with the package
+        return
+    app.add_typer(data_app, name="data", help="Push, pull and inspect DVC versions of data/.")
+
+
+_mount_data_app()
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from components.ingestion.card import CardError
+    from components.ingestion.ingest import TooManyBadRows
+    from components.ingestion.readers import UnknownReader
+    from components.ingestion.validation import ContractError
+
+    errors: list[type[BaseException]] = [CardError, ContractError, TooManyBadRows, UnknownReader,
+                                         FileNotFoundError, ValueError]  # fmt: skip
+    try:
+        from components.ingestion.versioning import VersioningError
+
+        errors.append(VersioningError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; values are parsed as YAML scalars (10000 -> int, 0.3 -> float, a/b -> str)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"option {pair!r} must look like key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset readers and their options."""
+    from components.ingestion.readers import READERS
+
+    for spec in READERS.values():
+        typer.echo(f"{spec.name:<24}{spec.summary}")
+        for name, field in spec.options.model_fields.items():
+            default = "required" if field.is_required() else f"default {field.default!r}"
+            typer.echo(f"{'':<28}{name} ({default})")
+
+
+@app.command()
+def ingest(
+    dataset: Annotated[
+        str, typer.Argument(help="reader name: movielens-100k, synthetic-multisource, parquet")
+    ],
+    opt: Annotated[list[str], typer.Option("--opt", "-o", help="reader option key=value (repeatable)")] = [],  # noqa: B006
+    max_bad_share: Annotated[float, typer.Option(help="stop if more than this share of rows is bad")] = 0.05,
+    version: Annotated[bool, typer.Option(help="version data/ with DVC after publishing")] = True,
+    push: Annotated[bool, typer.Option(help="push the new data version to the default DVC remote")] = False,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
+) -> None:
+    """Ingest a dataset: read, validate (bad rows to quarantine/), publish data/<name>/, version."""
+    quiet_telemetry()
+    from components.ingestion.readers import parse_options
+
+    try:
+        options = parse_pairs(opt)
+        parse_options(dataset, options)  # fail fast, before any flow starts
+    except user_errors() as e:
+        raise fail(str(e)) from None
+
+    from flows.ingest import ingest_flow
+
+    state = ingest_flow(
+        dataset=dataset,
+        options=options,
+        root=str(root) if root else None,
+        max_bad_share=max_bad_share,
+        version=version,
+        push=push,
+        return_state=True,
+    )
+    if state.is_failed():
+        try:
+            state.result()
+        except user_errors() as e:
+            raise fail(str(e)) from None
+    summary, data_version = state.result()
+    typer.echo("")
+    typer.echo(summary.to_text())
+    if data_version is not None:
+        typer.echo(f"data version: {data_version}")
+    if summary_json:
+        summary_json.write_text(summary.to_json() + "\n", encoding="utf-8")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Shared fixtures: a tiny dataset card and a valid set of contract tables to break on purpose.
+
+Every test gets its own data, quarantine, DVC and Prefect folders under tmp; nothing touches the
+project's own `data/` or the user's Prefect home.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.ingestion.card import DatasetCard
+from components.ingestion.contract import TS_DTYPE, ContractTables, RawDataset, split_for
+
+
+def pytest_configure(config):
+    home = tempfile.mkdtemp(prefix="instructue-prefect-")
+    os.environ["PREFECT_HOME"] = home
+    os.environ["PREFECT_API_URL"] = ""
+    for key, value in {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }.items():
+        os.environ[key] = value
+
+
+TINY_CARD = {
+    "name": "tiny",
+    "description": "a hand-made dataset for tests",
+    "sources": [
+        {"name": "clicks", "kind": "sequence", "template": "Clicked {item}."},
+        {"name": "searches", "kind": "sequence", "template": "Searched {query}."},
+        {"name": "tabular", "kind": "tabular", "template": "{feature}: {value}"},
+    ],
+    "features": [
+        {"name": "age_days", "type": "numeric", "min": 0, "max": 10000},
+        {"name": "tier", "type": "categorical", "categories": ["a", "b", "c"]},
+    ],
+    "tasks": [
+        {"name": "likes_x", "description": "likes x", "instruction": "Does this user like x?"},
+        {"name": "churns", "description": "churns", "instruction": "Will this user leave?"},
+    ],
+    "text_max_chars": 200,
+    "earliest_ts": "2020-01-01",
+}
+
+N_USERS, EVENTS_PER_USER = 20, 6
+
+
+@pytest.fixture
+def tiny_card() -> DatasetCard:
+    return DatasetCard.model_validate(TINY_CARD)
+
+
+def make_tables(card: DatasetCard, n_users: int = N_USERS, seed: int = 0) -> ContractTables:
+    """A valid dataset: ids 1..n, six events each (alternating sources), two labels, a cut-off."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1, n_users + 1, dtype=np.int64)
+    users = pd.DataFrame(
+        {
+            "user_id": ids,
+            "split": split_for(ids, card),
+            "age_days": rng.uniform(0, 1000, n_users),
+            "tier": rng.choice(["a", "b", "c"], n_users),
+        }
+    )
+    uid = np.repeat(ids, EVENTS_PER_USER)
+    k = np.tile(np.arange(EVENTS_PER_USER), n_users)
+    base = pd.Timestamp("2024-01-01", tz="UTC")
+    events = pd.DataFrame(
+        {
+            "user_id": uid,
+            "source": np.where(k % 2 == 0, "clicks", "searches"),
+            "ts": (base + pd.to_timedelta(uid * 100 + k, unit="h")).astype(TS_DTYPE),
+            "text": [f"event {u}-{j}" for u, j in zip(uid, k, strict=True)],
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "user_id": np.repeat(ids, 2),
+            "task": np.tile(["likes_x", "churns"], n_users),
+            "label": rng.integers(0, 2, 2 * n_users).astype("int8"),
+        }
+    )
+    cutoffs = pd.DataFrame(
+        {
+            "user_id": ids,
+            "as_of": (base + pd.to_timedelta(ids * 100 + 4, unit="h")).astype(TS_DTYPE),
+            "n_profile": np.full(n_users, 4, dtype=np.int64),
+        }
+    )
+    return ContractTables(users=users, events=events, labels=labels, cutoffs=cutoffs)
+
+
+@pytest.fixture
+def tiny_tables(tiny_card) -> ContractTables:
+    return make_tables(tiny_card)
+
+
+def as_raw(card: DatasetCard, *chunks: ContractTables) -> RawDataset:
+    return RawDataset(card=card, chunks=iter(chunks), n_users_hint=None)

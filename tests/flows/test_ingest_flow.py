@@ -1,0 +1,84 @@
+"""The ingestion flow and the `instructue ingest` command, end to end on the real MovieLens-100k."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from components.ingestion import read_tables
+from flows.cli import app
+from tests.conftest import make_tables
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A fresh git repository standing in for a clone of the project."""
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    for key, value in (("user.name", "test"), ("user.email", "test@example.invalid")):
+        subprocess.run(["git", "config", key, value], cwd=root, check=True)
+    return root
+
+
+def test_cli_ingests_movielens_versions_it_and_prints_the_summary(project):
+    result = CliRunner().invoke(app, ["ingest", "movielens-100k", "--root", str(project)])
+    assert result.exit_code == 0, result.output
+    for task in ("gender_female", "next4_scifi_liked", "future_drama_share_high"):
+        assert task in result.output
+    assert "train 566, probe 377" in result.output
+    card, tables = read_tables(project / "data" / "movielens-100k")
+    assert len(tables.users) == 943 and len(tables.events) == 100_000 and len(card.tasks) == 6
+    assert (project / "data.dvc").exists()
+    first = (project / "data.dvc").read_text()
+
+    # Same input, same bytes, same DVC hash.
+    again = CliRunner().invoke(app, ["ingest", "movielens-100k", "--root", str(project)])
+    assert again.exit_code == 0, again.output
+    assert (project / "data.dvc").read_text() == first
+
+
+def test_user_errors_exit_2_with_one_message_and_no_traceback(project, tiny_card, tmp_path):
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["ingest", "netflix-prize", "--root", str(project)])
+    assert unknown.exit_code == 2 and "unknown dataset reader 'netflix-prize'" in unknown.output
+
+    bad_opt = runner.invoke(app, ["ingest", "movielens-100k", "-o", "colour=blue", "--root", str(project)])
+    assert bad_opt.exit_code == 2 and "colour" in bad_opt.output
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "schema.yaml").write_text(tiny_card.to_yaml())
+    tables = make_tables(tiny_card)
+    tables.events = tables.events.drop(columns=["text"])
+    for t, f in tables.items():
+        f.to_parquet(folder / t.filename)
+    broken = runner.invoke(app, ["ingest", "parquet", "-o", f"path={folder}", "--root", str(project)])
+    assert broken.exit_code == 2, broken.output
+    assert "events.parquet lacks column(s) ['text']" in broken.output
+    for r in (unknown, bad_opt, broken):
+        assert "Traceback" not in r.output
+    assert not (project / "data" / "tiny").exists()
+
+
+def test_flow_reports_quarantine_and_keeps_valid_rows(project, tiny_card, tmp_path):
+    from flows.ingest import ingest_flow
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "schema.yaml").write_text(tiny_card.to_yaml())
+    tables = make_tables(tiny_card)
+    tables.events.loc[3, "source"] = "tiktok"
+    for t, f in tables.items():
+        f.to_parquet(folder / t.filename)
+    summary, version = ingest_flow("parquet", {"path": str(folder)}, root=str(project), max_bad_share=0.5)
+    assert summary.rows_quarantined["events"] == 1
+    assert summary.rows_kept["events"] == len(tables.events) - 1
+    q = pd.read_parquet(f"{summary.quarantine}/events.parquet")
+    assert "not a sequence source" in q.loc[0, "reason"]
+    assert version is not None
