@@ -102,7 +102,9 @@ def generate_and_write(options: SyntheticOptions, folder: Path) -> dict:
             for table, frame in chunk.items():
                 arrow = pa.Table.from_pandas(frame, preserve_index=False)
                 if table not in writers:
-                    writers[table] = pq.ParquetWriter(folder / table.filename, arrow.schema, compression="zstd")
+                    writers[table] = pq.ParquetWriter(
+                        folder / table.filename, arrow.schema, compression="zstd"
+                    )
                 writers[table].write_table(arrow)
                 rows[table.value] += len(frame)
             write_s += time.perf_counter() - t
@@ -113,8 +115,8 @@ def generate_and_write(options: SyntheticOptions, folder: Path) -> dict:
 
 
 def full_ingest(options: SyntheticOptions, folder: Path) -> dict:
-    summary = ingest(read_synthetic(options), data_root=folder / "data", quarantine_root=folder / "quarantine",
-                     run_id="bench")  # fmt: skip
+    raw = read_synthetic(options)
+    summary = ingest(raw, data_root=folder / "data", quarantine_root=folder / "quarantine", run_id="bench")
     return {"rows": summary.rows_kept, "rows_quarantined": summary.rows_quarantined,
             "positive_rate": summary.positive_rate}  # fmt: skip
 
@@ -155,7 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"({report['machine']['cpu_count']} CPUs, {report['machine']['memory_total_gb']} GB)")  # fmt: skip
     print(f"{'table':<10}{'rows':>14}{'parquet MB':>12}")
     for t in Table:
-        mb = sum(v for k, v in report["parquet_mb"].items() if k.endswith(t.filename) and "quarantine" not in k)
+        mb = sum(
+            v for k, v in report["parquet_mb"].items() if k.endswith(t.filename) and "quarantine/" not in k
+        )
         print(f"{t.value:<10}{result['rows'][t.value]:>14,}{mb:>12.1f}")
     timing = f"wall {wall:.1f} s"
     if mode == "generate_and_write":

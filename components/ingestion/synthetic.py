@@ -28,7 +28,7 @@ at two noise levels gives the same users with a nested set of noise events.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
 
@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components.ingestion.card import DatasetCard, load_bundled_card
+from components.ingestion.card import CardError, DatasetCard, load_bundled_card
 from components.ingestion.contract import TS_DTYPE, ContractTables, RawDataset, split_for
 
 DATASET = "synthetic-multisource"
@@ -51,6 +51,7 @@ SOURCES = ("paybill", "mini_program", "spm", "search")
 INTERESTS = ("eco", "gaming", "transit", "dining", "film", "travel", "shopping")
 TRAITS = (*INTERESTS, "wealth", "activity")
 TOPICS = (*INTERESTS, "daily")  # daily chores only ever come from the background
+FEATURES = ("account_age_days", "n_devices", "city_tier", "balance_level", "monthly_active_days", "age_band")
 NOISE = "noise"
 _W, _ACT = TRAITS.index("wealth"), TRAITS.index("activity")
 
@@ -133,15 +134,15 @@ _MINI = (
     ("eco", 0, "bike_sharing", "Opened the Hellobike mini program and unlocked a shared bike"),
     ("eco", 0, "recycling", "Opened the Aihuishou mini program and booked a pickup of old electronics"),
     ("gaming", 0, "game_topup", "Opened the Honor of Kings mini program and topped up {n:60-980} diamonds"),
-    ("gaming", 0, "game_topup", "Opened the game top-up center mini program and bought Genshin Impact crystals"),
+    ("gaming", 0, "game_topup", "Opened the Game Top-up mini program and bought Genshin Impact crystals"),
     ("gaming", 0, "game_play", "Opened the Happy Elimination mini game and played {n:1-12} levels"),
     ("gaming", 0, "game_play", "Opened the Onmyoji mini program and claimed the daily rewards"),
     ("transit", 0, "metro", "Opened the Metro Ride mini program and showed the metro QR code"),
     ("transit", 0, "bus", "Opened the Bus Code mini program and paid a bus fare"),
     ("transit", 0, "ride_hailing", "Opened the DiDi mini program and booked a ride"),
     ("transit", 0, "rail", "Opened the 12306 mini program and checked train tickets to {city}"),
-    ("dining", 1, "dining_high_end", "Opened the Dianping Black Pearl mini program and booked a fine-dining table"),
-    ("dining", 1, "dining_high_end", "Opened the Haidilao mini program and reserved a private room for {n:4-12}"),
+    ("dining", 1, "dining_high_end", "Opened the Black Pearl mini program and booked a fine-dining table"),
+    ("dining", 1, "dining_high_end", "Opened the Haidilao mini program and booked a table for {n:4-12}"),
     ("dining", 0, "food_delivery", "Opened the Ele.me mini program and ordered lunch delivery"),
     ("dining", 0, "food_delivery", "Opened the Meituan mini program and ordered {n:1-4} cups of milk tea"),
     ("dining", 0, "coffee", "Opened the Luckin Coffee mini program and ordered a latte"),
@@ -242,8 +243,8 @@ class _Items:
         rows = []  # source, topic, high, category, pre, slot, lo, hi, post, price
         for topic, high, cat, merchant, desc, price in _MERCHANTS:
             for ch in _CHANNELS:
-                rows.append((0, topic, high, cat, "Paid ", _AMOUNT, 0, 0, f" CNY at {merchant} ({desc}) via {ch}",
-                             price))  # fmt: skip
+                post = f" CNY at {merchant} ({desc}) via {ch}"
+                rows.append((0, topic, high, cat, "Paid ", _AMOUNT, 0, 0, post, price))
         for s, phrases, before, after in ((1, _MINI, "", ""), (2, _SPM, "Browsed ", ""),
                                           (3, _SEARCH, "search: '", "'")):  # fmt: skip
             for topic, high, cat, phrase in phrases:
@@ -275,10 +276,9 @@ class _Items:
             self.start[g], self.length[g] = self.start[both].min(), self.length[both].sum()
         if (self.length == 0).any():
             raise AssertionError("every source needs at least one phrase per topic")
-        self.target = np.stack(  # item x task-with-categories: does this item make the label 1?
-            [np.isin(self.category, [self.categories.index(c) for c in cats]) for cats in TASK_CATEGORIES.values()],
-            axis=1,
-        )
+        # item x task (those defined by categories): does one such future event make the label 1?
+        codes = [[self.categories.index(c) for c in cats] for cats in TASK_CATEGORIES.values()]
+        self.target = np.stack([np.isin(self.category, c) for c in codes], axis=1)
 
 
 _ITEMS = _Items()
@@ -334,7 +334,8 @@ class _Draws:
         off = np.concatenate([[0], np.cumsum(self.n_events)])
         e0, e1 = off[lo], off[hi]
         vals = [getattr(self, f.name) for f in fields(self)]
-        return _Draws(*[v[lo:hi] for v in vals[: self._PER_USER]], *[v[e0:e1] for v in vals[self._PER_USER :]])
+        per_user, per_event = vals[: self._PER_USER], vals[self._PER_USER :]
+        return _Draws(*[v[lo:hi] for v in per_user], *[v[e0:e1] for v in per_event])
 
     @staticmethod
     def concat(parts: list[_Draws]) -> _Draws:
@@ -362,7 +363,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _features(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Tabular features in card order: noisy functions of the traits."""
     t = {name: z[:, i] for i, name in enumerate(TRAITS)}
-    e = rng.standard_normal((len(z), 6))
+    e = rng.standard_normal((len(z), 5))
     age_days = np.clip(np.round(np.exp(6.6 + 0.35 * t["wealth"] + 0.6 * e[:, 0])), 30, 5_000)
     devices = np.clip(1 + rng.poisson(np.exp(-0.4 + 0.5 * t["gaming"] + 0.2 * t["activity"])), 1, 6)
     # city tier codes index ["tier1", "tier2", "tier3", "tier4"]: metro riders and the rich live in big cities
@@ -441,9 +442,9 @@ def _block(options: SyntheticOptions, block: int) -> _Draws:
     )  # fmt: skip
 
 
-def _take(values, codes: np.ndarray) -> pd.Series:
+def _take(values: Sequence[str], codes: np.ndarray) -> pd.Series:
     """Strings by code, as a pandas `str` column."""
-    return pc.take(pa.array(values) if not isinstance(values, pa.Array) else values, codes).to_pandas()
+    return pc.take(pa.array(values), codes).to_pandas()
 
 
 def _timestamps(seconds: np.ndarray) -> pd.Series:
@@ -499,9 +500,15 @@ def _render(d: _Draws, card: DatasetCard) -> ContractTables:
 
 
 def _check_card(card: DatasetCard) -> None:
-    expected = (list(SOURCES), list(TASKS))
-    if (card.sequence_sources, card.task_names) != expected or len(card.features) != 6:
-        raise AssertionError(f"cards/{DATASET}.yaml no longer matches synthetic.py (sources, tasks, features)")
+    """The generator writes sources, features and tasks in the card's order; they must agree."""
+    ours = {"sources": SOURCES, "features": FEATURES, "tasks": TASKS}
+    theirs = {
+        "sources": tuple(card.sequence_sources),
+        "features": tuple(f.name for f in card.features),
+        "tasks": tuple(card.task_names),
+    }
+    if diff := [f"{k}: card {theirs[k]} vs generator {v}" for k, v in ours.items() if theirs[k] != v]:
+        raise CardError(f"cards/{DATASET}.yaml and synthetic.py disagree; fix one of them: {'; '.join(diff)}")
 
 
 def _chunks(options: SyntheticOptions, card: DatasetCard) -> Iterator[ContractTables]:
@@ -522,12 +529,12 @@ def read_synthetic(options: SyntheticOptions | None = None) -> RawDataset:
     options = options or SyntheticOptions()
     card = load_bundled_card(DATASET)
     _check_card(card)
+    kept = options.model_dump(exclude={"chunk_users"})  # changes no row, so not part of the provenance
     return RawDataset(
         card=card,
         chunks=_chunks(options, card),
         n_users_hint=options.n_users,
-        # chunk_users changes no row, so it stays out of the provenance (and the manifest's bytes)
-        provenance={"reader": DATASET, **{k: str(v) for k, v in options.model_dump(exclude={"chunk_users"}).items()}},
+        provenance={"reader": DATASET, **{k: str(v) for k, v in kept.items()}},
     )
 
 
