@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chunk-users", type=int, default=DEFAULTS["chunk_users"].default)
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"].default)
     p.add_argument("--noise", type=float, default=DEFAULTS["noise"].default)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/synthetic_scale.json"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON report (default benchmarks/results/synthetic_scale_<mode>.json)")  # fmt: skip
     p.add_argument("--tmp-dir", type=Path, default=None, help="where the temporary parquet folder goes")
     if ingest is not None:
         p.add_argument("--full-ingest", action="store_true", help="run ingest() (validation) instead")
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     options = SyntheticOptions(n_users=args.n_users, chunk_users=args.chunk_users, seed=args.seed,
                                noise=args.noise)  # fmt: skip
     mode = "full_ingest" if getattr(args, "full_ingest", False) else "generate_and_write"
+    args.out = args.out or Path(f"benchmarks/results/synthetic_scale_{mode}.json")
 
     with tempfile.TemporaryDirectory(prefix="synthetic-scale-", dir=args.tmp_dir) as tmp, PeakRss() as mem:
         start = time.perf_counter()

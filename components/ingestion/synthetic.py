@@ -40,6 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.ingestion.card import CardError, DatasetCard, load_bundled_card
 from components.ingestion.contract import TS_DTYPE, ContractTables, RawDataset, split_for
+from components.ingestion.synthetic_vocab import (
+    CHANNELS,
+    CITIES,
+    MERCHANTS,
+    MINI_PROGRAMS,
+    SEARCHES,
+    SPM_PATHS,
+)
 
 DATASET = "synthetic-multisource"
 BLOCK_USERS = 10_000
@@ -79,160 +87,6 @@ TASK_CATEGORIES = {
 TASKS = ("forest_click", "game_topup", "public_transit", "purchasing_power", "food_preference",
          "film_preference")  # fmt: skip
 
-# PayBill merchants: topic, high-end, category, merchant, description, median price (CNY).
-_MERCHANTS = (
-    ("eco", 0, "bike_sharing", "Hellobike", "bike sharing", 1.5),
-    ("eco", 0, "ev_charging", "State Grid EV Charging", "electric car charging", 40),
-    ("eco", 0, "second_hand", "Duozhuayu", "second-hand books", 30),
-    ("eco", 1, "green_goods", "Tesla Supercharger", "electric car charging, premium", 90),
-    ("gaming", 0, "game_topup", "Tencent Games", "game top-up", 30),
-    ("gaming", 0, "game_topup", "NetEase Games", "game top-up", 48),
-    ("gaming", 0, "game_topup", "miHoYo", "game top-up", 68),
-    ("gaming", 0, "game_purchase", "Steam China", "game purchase", 58),
-    ("gaming", 1, "game_hardware", "JD Gaming Store", "gaming hardware", 1_500),
-    ("transit", 0, "metro", "Shanghai Metro", "metro fare", 4),
-    ("transit", 0, "bus", "Beijing Public Transport", "bus fare", 2),
-    ("transit", 0, "ride_hailing", "DiDi Chuxing", "ride hailing", 28),
-    ("transit", 0, "rail", "12306 China Railway", "train ticket", 150),
-    ("transit", 1, "ride_hailing", "DiDi Premier", "ride hailing, premium", 85),
-    ("dining", 1, "dining_high_end", "Haidilao Hotpot", "dining, high-end", 280),
-    ("dining", 1, "dining_high_end", "Da Dong Roast Duck", "dining, high-end", 450),
-    ("dining", 1, "dining_high_end", "Xin Rong Ji", "dining, high-end", 900),
-    ("dining", 0, "dining_casual", "Yonghe King", "dining, casual", 25),
-    ("dining", 0, "food_delivery", "Ele.me", "food delivery", 35),
-    ("dining", 0, "food_delivery", "Meituan Waimai", "food delivery", 32),
-    ("dining", 0, "coffee", "Luckin Coffee", "coffee", 15),
-    ("film", 0, "cinema_ticket", "Maoyan Movies", "cinema ticket", 45),
-    ("film", 0, "cinema_ticket", "Wanda Cinemas", "cinema ticket", 55),
-    ("film", 1, "cinema_ticket", "CGV IMAX", "cinema ticket, IMAX", 110),
-    ("film", 0, "video_streaming", "iQIYI", "video membership", 25),
-    ("film", 0, "video_streaming", "Tencent Video", "video membership", 30),
-    ("travel", 1, "flights", "Air China", "flight", 1_800),
-    ("travel", 0, "flights", "Spring Airlines", "flight, budget", 450),
-    ("travel", 1, "hotel", "Ritz-Carlton", "hotel, luxury", 2_200),
-    ("travel", 0, "hotel", "Hanting Hotel", "hotel, budget", 220),
-    ("travel", 0, "travel_booking", "Ctrip", "travel booking", 600),
-    ("shopping", 1, "luxury", "Lancome", "cosmetics, premium", 800),
-    ("shopping", 1, "electronics", "Apple Store", "electronics", 6_000),
-    ("shopping", 0, "fashion", "Uniqlo", "fashion", 199),
-    ("shopping", 0, "ecommerce", "Taobao", "online shopping", 89),
-    ("shopping", 0, "ecommerce", "Pinduoduo", "online shopping, discount", 39),
-    ("daily", 0, "groceries", "Hema Fresh", "groceries", 120),
-    ("daily", 0, "groceries", "FamilyMart", "convenience store", 18),
-    ("daily", 0, "utilities", "State Grid", "electricity bill", 180),
-    ("daily", 0, "phone_bill", "China Mobile", "phone bill", 58),
-    ("daily", 0, "pharmacy", "Dashenlin Pharmacy", "pharmacy", 45),
-)
-_CHANNELS = ("Huabei", "Alipay balance", "Yu'e Bao", "a bank card")
-
-# Mini Program, SPM and search phrases: topic, high-end, category, phrase with at most one slot,
-# `{city}` or `{n:lo-hi}` (an integer in [lo, hi]).
-_MINI = (
-    ("eco", 0, "ant_forest", "Opened the Ant Forest mini program and collected {n:5-300} g of green energy"),
-    ("eco", 0, "ant_forest", "Opened the Ant Forest mini program and watered a friend's tree"),
-    ("eco", 0, "ant_forest", "Opened the Ant Forest mini program and planted a saxaul tree"),
-    ("eco", 0, "bike_sharing", "Opened the Hellobike mini program and unlocked a shared bike"),
-    ("eco", 0, "recycling", "Opened the Aihuishou mini program and booked a pickup of old electronics"),
-    ("gaming", 0, "game_topup", "Opened the Honor of Kings mini program and topped up {n:60-980} diamonds"),
-    ("gaming", 0, "game_topup", "Opened the Game Top-up mini program and bought Genshin Impact crystals"),
-    ("gaming", 0, "game_play", "Opened the Happy Elimination mini game and played {n:1-12} levels"),
-    ("gaming", 0, "game_play", "Opened the Onmyoji mini program and claimed the daily rewards"),
-    ("transit", 0, "metro", "Opened the Metro Ride mini program and showed the metro QR code"),
-    ("transit", 0, "bus", "Opened the Bus Code mini program and paid a bus fare"),
-    ("transit", 0, "ride_hailing", "Opened the DiDi mini program and booked a ride"),
-    ("transit", 0, "rail", "Opened the 12306 mini program and checked train tickets to {city}"),
-    ("dining", 1, "dining_high_end", "Opened the Black Pearl mini program and booked a fine-dining table"),
-    ("dining", 1, "dining_high_end", "Opened the Haidilao mini program and booked a table for {n:4-12}"),
-    ("dining", 0, "food_delivery", "Opened the Ele.me mini program and ordered lunch delivery"),
-    ("dining", 0, "food_delivery", "Opened the Meituan mini program and ordered {n:1-4} cups of milk tea"),
-    ("dining", 0, "coffee", "Opened the Luckin Coffee mini program and ordered a latte"),
-    ("film", 0, "cinema_ticket", "Opened the Taopiaopiao mini program and bought {n:1-4} cinema tickets"),
-    ("film", 0, "cinema_ticket", "Opened the Maoyan mini program and picked seats for an evening show"),
-    ("film", 0, "video_streaming", "Opened the Youku mini program and watched a film trailer"),
-    ("travel", 1, "hotel", "Opened the Fliggy mini program and booked a five-star hotel in {city}"),
-    ("travel", 1, "flights", "Opened the Fliggy mini program and booked a business-class flight to {city}"),
-    ("travel", 0, "flights", "Opened the Fliggy mini program and compared budget flights to {city}"),
-    ("travel", 0, "hotel", "Opened the Ctrip mini program and booked a budget hotel in {city}"),
-    ("shopping", 1, "luxury", "Opened the Tmall Luxury Pavilion mini program and browsed designer handbags"),
-    ("shopping", 0, "ecommerce", "Opened the Taobao mini program and tracked {n:1-5} parcels"),
-    ("shopping", 0, "ecommerce", "Opened the Pinduoduo mini program and joined a group discount"),
-    ("shopping", 0, "fashion", "Opened the Uniqlo mini program and browsed new arrivals"),
-    ("daily", 0, "utilities", "Opened the Living Expenses mini program and paid the water bill"),
-    ("daily", 0, "groceries", "Opened the Hema mini program and ordered groceries"),
-    ("daily", 0, "health", "Opened the Medical Insurance mini program and booked a clinic appointment"),
-    ("daily", 0, "weather", "Opened the Weather mini program and checked the forecast for {city}"),
-)
-_SPM = (
-    ("eco", 0, "ant_forest", "home > Ant Forest > collect energy"),
-    ("eco", 0, "ant_forest", "home > Ant Forest > friends ranking"),
-    ("eco", 0, "ant_forest", "home > Ant Forest > certificate of trees planted"),
-    ("eco", 0, "bike_sharing", "home > transport > shared bikes > unlock"),
-    ("eco", 0, "recycling", "home > services > recycling > book a pickup"),
-    ("gaming", 0, "game_topup", "home > recharge > game credits > Honor of Kings"),
-    ("gaming", 0, "game_topup", "home > recharge > game credits > Genshin Impact"),
-    ("gaming", 0, "game_play", "home > entertainment > mini games > Happy Elimination"),
-    ("transit", 0, "metro", "home > transport > metro QR code"),
-    ("transit", 0, "bus", "home > transport > bus code"),
-    ("transit", 0, "ride_hailing", "home > transport > ride hailing > DiDi"),
-    ("transit", 0, "rail", "home > transport > train tickets > {city}"),
-    ("dining", 1, "dining_high_end", "home > food > Black Pearl restaurants > book a table"),
-    ("dining", 1, "dining_high_end", "home > food > tasting menus in {city}"),
-    ("dining", 0, "food_delivery", "home > food > Ele.me delivery > lunch deals"),
-    ("dining", 0, "dining_casual", "home > food > coupons > fast food"),
-    ("film", 0, "cinema_ticket", "home > entertainment > movies > showtimes"),
-    ("film", 0, "cinema_ticket", "home > entertainment > movies > seat selection"),
-    ("film", 0, "video_streaming", "home > entertainment > video memberships"),
-    ("travel", 1, "hotel", "home > travel > luxury hotels > {city}"),
-    ("travel", 1, "flights", "home > travel > flights > business class"),
-    ("travel", 0, "flights", "home > travel > flights > cheap flights to {city}"),
-    ("travel", 0, "hotel", "home > travel > hotels > budget stays"),
-    ("shopping", 1, "luxury", "home > shopping > Tmall Luxury Pavilion"),
-    ("shopping", 1, "electronics", "home > shopping > Apple flagship store"),
-    ("shopping", 0, "ecommerce", "home > shopping > Taobao > order tracking"),
-    ("shopping", 0, "ecommerce", "home > shopping > Pinduoduo > flash deals"),
-    ("daily", 0, "utilities", "home > life services > electricity bill"),
-    ("daily", 0, "phone_bill", "home > recharge > mobile top-up"),
-    ("daily", 0, "finance", "home > wealth > Yu'e Bao"),
-    ("daily", 0, "finance", "home > bills > Huabei repayment"),
-)
-_SEARCH = (
-    ("eco", 0, "ant_forest", "ant forest energy"),
-    ("eco", 0, "ant_forest", "how to plant a tree in ant forest"),
-    ("eco", 0, "recycling", "recycle old phone"),
-    ("eco", 0, "bike_sharing", "shared bike near me"),
-    ("gaming", 0, "game_topup", "honor of kings diamonds top up"),
-    ("gaming", 0, "game_topup", "genshin impact crystals discount"),
-    ("gaming", 0, "game_play", "new mobile games"),
-    ("gaming", 1, "game_hardware", "gaming headset"),
-    ("transit", 0, "metro", "metro map {city}"),
-    ("transit", 0, "bus", "bus card recharge"),
-    ("transit", 0, "rail", "train tickets to {city}"),
-    ("transit", 0, "ride_hailing", "didi airport ride"),
-    ("dining", 1, "dining_high_end", "michelin restaurants in {city}"),
-    ("dining", 1, "dining_high_end", "omakase near me"),
-    ("dining", 0, "food_delivery", "food delivery coupons"),
-    ("dining", 0, "dining_casual", "cheap noodles near me"),
-    ("dining", 0, "coffee", "luckin coupon"),
-    ("film", 0, "cinema_ticket", "movie showtimes tonight"),
-    ("film", 0, "cinema_ticket", "imax tickets"),
-    ("film", 0, "cinema_ticket", "box office ranking"),
-    ("film", 0, "video_streaming", "new films on iqiyi"),
-    ("travel", 1, "hotel", "five-star hotels in {city}"),
-    ("travel", 1, "flights", "business class to {city}"),
-    ("travel", 0, "flights", "cheap flights to {city}"),
-    ("travel", 0, "hotel", "budget hotels in {city}"),
-    ("shopping", 1, "luxury", "designer handbags"),
-    ("shopping", 1, "electronics", "new iphone price"),
-    ("shopping", 0, "ecommerce", "taobao double 11 deals"),
-    ("shopping", 0, "fashion", "uniqlo t-shirts"),
-    ("daily", 0, "utilities", "pay electricity bill"),
-    ("daily", 0, "phone_bill", "mobile top-up"),
-    ("daily", 0, "weather", "weather tomorrow in {city}"),
-    ("daily", 0, "finance", "yu'e bao yield"),
-    ("daily", 0, "health", "pharmacy near me"),
-)
-_CITIES = ("Beijing", "Shanghai", "Chengdu", "Hangzhou", "Shenzhen", "Xi'an", "Sanya", "Kunming",
-           "Chongqing", "Guangzhou", "Xiamen", "Harbin")  # fmt: skip
 _NO_SLOT, _AMOUNT, _CITY, _CITY_LC, _INT = range(5)
 
 
@@ -241,12 +95,12 @@ class _Items:
 
     def __init__(self):
         rows = []  # source, topic, high, category, pre, slot, lo, hi, post, price
-        for topic, high, cat, merchant, desc, price in _MERCHANTS:
-            for ch in _CHANNELS:
+        for topic, high, cat, merchant, desc, price in MERCHANTS:
+            for ch in CHANNELS:
                 post = f" CNY at {merchant} ({desc}) via {ch}"
                 rows.append((0, topic, high, cat, "Paid ", _AMOUNT, 0, 0, post, price))
-        for s, phrases, before, after in ((1, _MINI, "", ""), (2, _SPM, "Browsed ", ""),
-                                          (3, _SEARCH, "search: '", "'")):  # fmt: skip
+        for s, phrases, before, after in ((1, MINI_PROGRAMS, "", ""), (2, SPM_PATHS, "Browsed ", ""),
+                                          (3, SEARCHES, "search: '", "'")):  # fmt: skip
             for topic, high, cat, phrase in phrases:
                 pre, slot, lo, hi, post = phrase, _NO_SLOT, 0, 0, ""
                 if m := re.search(r"\{(city|n:(\d+)-(\d+))\}", phrase):
@@ -423,7 +277,7 @@ def _block(options: SyntheticOptions, block: int) -> _Draws:
     price = _ITEMS.price[item] * np.exp(0.35 * rng.standard_normal(len(u)) + wealth_factor)
     amount = np.where(_ITEMS.slot[item] == _AMOUNT, np.maximum(np.round(price, 2), 0.5), np.nan)
     slot_int = _ITEMS.lo[item] + (rng.random(len(u)) * _ITEMS.span[item]).astype(np.int64)
-    city = rng.integers(0, len(_CITIES), len(u)).astype(np.int8)
+    city = rng.integers(0, len(CITIES), len(u)).astype(np.int8)
 
     # labels from the future window
     labels = np.zeros((n, len(TASKS)), dtype=np.int8)
@@ -463,8 +317,8 @@ def _texts(d: _Draws) -> pd.Series:
         pa.array(_ITEMS.slot[d.item]),
         pa.scalar(""),
         amount,
-        pc.take(pa.array(_CITIES), d.city),
-        pc.take(pa.array([c.lower() for c in _CITIES]), d.city),
+        pc.take(pa.array(CITIES), d.city),
+        pc.take(pa.array([c.lower() for c in CITIES]), d.city),
         pc.cast(pa.array(d.slot_int), pa.string()),
     )
     return pc.binary_join_element_wise(
