@@ -1,0 +1,97 @@
+"""`instructue data ...`: push, pull and inspect the DVC versions of `data/`.
+
+    instructue data status                      # pointer, workspace changes, what the remote lacks
+    instructue data push                        # upload data/ as data.dvc references it
+    instructue data pull                        # fetch and check out data/ (e.g. in a fresh clone)
+    instructue data remote s3://bucket/prefix   # change the default remote (S3 needs dvc[s3])
+    instructue data remote /mnt/store --local   # this checkout only (.dvc/config.local, not committed)
+
+Each command takes `--root` (default: `$INSTRUCTUE_ROOT`, else the git top-level of the working
+directory). User errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.settings import Paths, quiet_telemetry
+
+data_app = typer.Typer(
+    help="Push, pull and inspect the DVC versions of data/ (data.dvc at the project root).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+RootOption = Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")]
+RemoteOption = Annotated[str | None, typer.Option(help="remote name (default: the default remote)")]
+
+
+def _root(root: Path | None) -> Path:
+    quiet_telemetry()
+    return Paths.resolve(root).root
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@data_app.command()
+def push(remote: RemoteOption = None, root: RootOption = None) -> None:
+    """Upload the data that data.dvc references to the remote."""
+    from components.ingestion.versioning import VersioningError, push
+
+    try:
+        typer.echo(str(push(_root(root), remote)))
+    except VersioningError as e:
+        raise _fail(str(e)) from None
+
+
+@data_app.command()
+def pull(remote: RemoteOption = None, root: RootOption = None) -> None:
+    """Fetch the data that data.dvc references and check it out into data/."""
+    from components.ingestion.versioning import VersioningError, pull
+
+    try:
+        typer.echo(str(pull(_root(root), remote)))
+    except VersioningError as e:
+        raise _fail(str(e)) from None
+
+
+@data_app.command()
+def status(root: RootOption = None) -> None:
+    """Show the data pointer, workspace changes and what the default remote lacks."""
+    from components.ingestion.versioning import VersioningError, status
+
+    try:
+        typer.echo(str(status(_root(root))))
+    except VersioningError as e:
+        raise _fail(str(e)) from None
+
+
+@data_app.command()
+def remote(
+    url: Annotated[
+        str, typer.Argument(help="a folder (relative to the root, or absolute) or s3://bucket/prefix")
+    ],
+    name: Annotated[str, typer.Option(help="remote name")] = "local",
+    local: Annotated[
+        bool, typer.Option("--local", help="write to .dvc/config.local (this checkout only, not committed)")
+    ] = False,
+    root: RootOption = None,
+) -> None:
+    """Set the default DVC remote. S3 needs `pip install dvc-s3`; put credentials in .dvc/config.local."""
+    from components.ingestion.versioning import VersioningError, ensure_dvc_repo, set_remote
+
+    try:
+        project = _root(root)
+        ensure_dvc_repo(project)
+        resolved = set_remote(project, url, name=name, default=True, local_config=local)
+    except VersioningError as e:
+        raise _fail(str(e)) from None
+    where = ".dvc/config.local" if local else ".dvc/config"
+    typer.echo(f"default DVC remote {name.lower()!r} -> {resolved} (in {where})")
