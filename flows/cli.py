@@ -112,7 +112,9 @@ def ingest(
         raise fail(str(e)) from None
 
     from flows.ingest import ingest_flow
+    from flows.logs import hide_user_tracebacks
 
+    hide_user_tracebacks(user_errors())
     state = ingest_flow(
         dataset=dataset,
         options=options,

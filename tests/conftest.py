@@ -20,7 +20,6 @@ from components.ingestion.contract import TS_DTYPE, ContractTables, RawDataset, 
 def pytest_configure(config):
     home = tempfile.mkdtemp(prefix="instructue-prefect-")
     os.environ["PREFECT_HOME"] = home
-    os.environ["PREFECT_API_URL"] = ""
     for key, value in {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -52,6 +51,15 @@ TINY_CARD = {
 }
 
 N_USERS, EVENTS_PER_USER = 20, 6
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect API for the whole session (a flow call would otherwise start its own)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,7 +14,9 @@ from components.ingestion import read_tables
 from flows.cli import app
 from tests.conftest import make_tables
 
-pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
 
 @pytest.fixture
@@ -58,11 +62,14 @@ def test_user_errors_exit_2_with_one_message_and_no_traceback(project, tiny_card
     tables.events = tables.events.drop(columns=["text"])
     for t, f in tables.items():
         f.to_parquet(folder / t.filename)
-    broken = runner.invoke(app, ["ingest", "parquet", "-o", f"path={folder}", "--root", str(project)])
-    assert broken.exit_code == 2, broken.output
-    assert "events.parquet lacks column(s) ['text']" in broken.output
-    for r in (unknown, bad_opt, broken):
-        assert "Traceback" not in r.output
+    # A real process: the message must reach the terminal without Prefect's tracebacks around it.
+    cmd = [sys.executable, "-m", "flows.cli", "ingest", "parquet", "-o", f"path={folder}", "--root", str(project)]
+    broken = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert broken.returncode == 2, broken.stdout + broken.stderr
+    assert "error: dataset 'tiny' does not follow the data contract" in broken.stderr
+    assert "events.parquet lacks column(s) ['text']" in broken.stderr
+    for out in (unknown.output, bad_opt.output, broken.stdout + broken.stderr):
+        assert "Traceback" not in out
     assert not (project / "data" / "tiny").exists()
 
 
