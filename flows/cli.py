@@ -97,6 +97,7 @@ def ingest(
     opt: Annotated[list[str], typer.Option("--opt", "-o", help="reader option key=value (repeatable)")] = [],  # noqa: B006
     max_bad_share: Annotated[float, typer.Option(help="stop if more than this share of rows is bad")] = 0.05,
     version: Annotated[bool, typer.Option(help="version data/ with DVC after publishing")] = True,
+    commit: Annotated[bool, typer.Option(help="git-commit the new data.dvc (records the version)")] = False,
     push: Annotated[bool, typer.Option(help="push the new data version to the default DVC remote")] = False,
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
     summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
@@ -112,15 +113,17 @@ def ingest(
         raise fail(str(e)) from None
 
     from flows.ingest import ingest_flow
-    from flows.logs import hide_user_tracebacks
+    from flows.logs import hide_user_tracebacks, quiet_libraries
 
     hide_user_tracebacks(user_errors())
+    quiet_libraries()
     state = ingest_flow(
         dataset=dataset,
         options=options,
         root=str(root) if root else None,
         max_bad_share=max_bad_share,
         version=version,
+        commit=commit,
         push=push,
         return_state=True,
     )
@@ -134,6 +137,10 @@ def ingest(
     typer.echo(summary.to_text())
     if data_version is not None:
         typer.echo(f"data version: {data_version}")
+        if not commit:
+            typer.echo("record it with: git add data.dvc && git commit -m 'data: ...' (or pass --commit)")
+        if not push:
+            typer.echo("share it with: instructue data push")
     if summary_json:
         summary_json.write_text(summary.to_json() + "\n", encoding="utf-8")
 

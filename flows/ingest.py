@@ -23,14 +23,19 @@ def ingest_task(dataset: str, options: dict[str, Any], paths: Paths, max_bad_sha
     return ingest(read_dataset(dataset, **options), paths.data, paths.quarantine, max_bad_share=max_bad_share)
 
 
-@task(name="version-data", retries=2, retry_delay_seconds=2)
-def version_task(paths: Paths, push: bool) -> versioning.DataVersion:
-    # DVC remotes can be remote storage: retry transient failures
+@task(name="version-data")
+def version_task(paths: Paths, commit: bool) -> versioning.DataVersion:
     versioning.ensure_dvc_repo(paths.root)
     version = versioning.version_data(paths.root, paths.data_dir)
-    if push:
-        versioning.push(paths.root)
+    if commit:
+        versioning.commit_pointer(paths.root, f"data: {version}", paths.data_dir)
     return version
+
+
+@task(name="push-data", retries=2, retry_delay_seconds=5)
+def push_task(paths: Paths) -> versioning.Transfer:
+    # the default remote may be remote storage: retry transient failures
+    return versioning.push(paths.root)
 
 
 @flow(name="ingest", log_prints=False)
@@ -40,13 +45,17 @@ def ingest_flow(
     root: str | None = None,
     max_bad_share: float = 0.05,
     version: bool = True,
+    commit: bool = False,
     push: bool = False,
 ) -> tuple[IngestSummary, versioning.DataVersion | None]:
-    """Ingest one dataset into `data/`, then version `data/` with DVC (and push if asked)."""
+    """Ingest one dataset into `data/`, then version `data/` with DVC; optionally git-commit the
+    new `data.dvc` and push the data to the default DVC remote."""
     paths = Paths.resolve(Path(root) if root else None)
     summary = ingest_task(dataset, options or {}, paths, max_bad_share)
     get_run_logger().info("ingested %s: %s", dataset, summary.rows_kept)
-    data_version = version_task(paths, push) if version else None
+    data_version = version_task(paths, commit) if version else None
+    if version and push:
+        push_task(paths)
     return summary, data_version
 
 

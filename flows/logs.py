@@ -29,3 +29,9 @@ def hide_user_tracebacks(user_errors: tuple[type[BaseException], ...]) -> None:
         for handler in logger.handlers:
             if not any(isinstance(f, _HideTraceback) for f in handler.filters):
                 handler.addFilter(flt)
+
+
+def quiet_libraries() -> None:
+    """Library chatter that says nothing to the person at the terminal goes to WARNING."""
+    for name in ("great_expectations",):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 ./scripts/setup.sh
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 # pytest exits 5 when it collects nothing; under `set -e` that fails the run, as it should
 "$VENV/bin/python" -m pytest -m "not slow" "$@"

@@ -66,10 +66,14 @@ def test_labels_follow_their_definitions(ml):
     labels = ml.labels.pivot(index="user_id", columns="task", values="label")
     for uid in (1, 2, 50, 400):
         nxt = ev[ev["user_id"] == uid].head(4)
-        scifi = any("Sci-Fi" in g.split("|") and r >= 4 for g, r in zip(nxt["genres"], nxt["rating"], strict=True))
+        scifi = any(
+            "Sci-Fi" in g.split("|") and r >= 4 for g, r in zip(nxt["genres"], nxt["rating"], strict=True)
+        )
         assert labels.loc[uid, "next4_scifi_liked"] == int(scifi)
         assert labels.loc[uid, "next4_new_release"] == int((nxt["year"].fillna(0) >= 1997).any())
-    share = ev.groupby("user_id")["genres"].apply(lambda g: g.str.split("|").map(lambda x: "Drama" in x).mean())
+    share = ev.groupby("user_id")["genres"].apply(
+        lambda g: g.str.split("|").map(lambda x: "Drama" in x).mean()
+    )
     assert (labels["future_drama_share_high"] == (share > share.median()).astype(int)).all()
 
 
