@@ -113,10 +113,9 @@ def ingest(
         raise fail(str(e)) from None
 
     from flows.ingest import ingest_flow
-    from flows.logs import hide_user_tracebacks, quiet_libraries
+    from flows.logs import tidy_cli_logs
 
-    hide_user_tracebacks(user_errors())
-    quiet_libraries()
+    tidy_cli_logs(user_errors())
     state = ingest_flow(
         dataset=dataset,
         options=options,
