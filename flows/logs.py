@@ -32,4 +32,3 @@ def tidy_cli_logs(user_errors: tuple[type[BaseException], ...]) -> None:
         for handler in logger.handlers:
             if not any(isinstance(f, _CliLogFilter) for f in handler.filters):
                 handler.addFilter(flt)
-
