@@ -205,28 +205,27 @@ class ChunkValidator:
                 Table.USERS, users[ROW][wrong], "split_rule(user_id)", "split disagrees with the card's rule"
             )
 
+        listed = set(work[Table.USERS]["user_id"].dropna().astype("int64"))
+
+        def drop_orphans(t: Table) -> None:
+            """Rows of `t` whose user is not (or no longer) valid; the reason says which."""
+            valid = set(alive(Table.USERS)["user_id"].astype("int64"))
+            f = alive(t)
+            orphan = ~f["user_id"].isin(valid | self.seen_users).to_numpy()
+            of_rejected = f["user_id"].isin(listed - valid).to_numpy()
+            v.add(t, f[ROW][orphan & of_rejected], "known_user(user_id)", "its user's row was quarantined")
+            unknown = "orphan row: user_id is not in users"
+            v.add(t, f[ROW][orphan & ~of_rejected], "known_user(user_id)", unknown)
+
         # a user without a valid cut-off cannot be split into profile and future
-        valid_ids = set(alive(Table.USERS)["user_id"].astype("int64"))
-        cut = alive(Table.CUTOFFS)
-        orphan = ~cut["user_id"].isin(valid_ids | self.seen_users).to_numpy()
-        v.add(Table.CUTOFFS, cut[ROW][orphan], "known_user(user_id)", "cut-off of a user not in users")
+        drop_orphans(Table.CUTOFFS)
         with_cutoff = set(alive(Table.CUTOFFS)["user_id"].astype("int64"))
         users = alive(Table.USERS)
         no_cut = ~users["user_id"].isin(with_cutoff).to_numpy()
         v.add(Table.USERS, users[ROW][no_cut], "has_cutoff(user_id)", "user has no valid cut-off row")
-
+        drop_orphans(Table.EVENTS)
+        drop_orphans(Table.LABELS)
         valid_ids = set(alive(Table.USERS)["user_id"].astype("int64"))
-        rejected = set(work[Table.USERS]["user_id"].dropna().astype("int64")) - valid_ids
-        for t in (Table.EVENTS, Table.LABELS):
-            f = alive(t)
-            orphan = ~f["user_id"].isin(valid_ids | self.seen_users).to_numpy()
-            of_rejected = f["user_id"].isin(rejected).to_numpy()
-            v.add(t, f[ROW][orphan & of_rejected], "known_user(user_id)", "its user's row was quarantined")
-            unknown = "orphan row: user_id is not in users"
-            v.add(t, f[ROW][orphan & ~of_rejected], "known_user(user_id)", unknown)
-        cut = alive(Table.CUTOFFS)
-        stray = ~cut["user_id"].isin(valid_ids | self.seen_users).to_numpy()
-        v.add(Table.CUTOFFS, cut[ROW][stray], "known_user(user_id)", "cut-off of a user not in users")
         self.seen_users |= valid_ids
 
         clean = {t.value: self._finish(t, alive(t)) for t in Table}
