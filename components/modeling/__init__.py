@@ -1,0 +1,1 @@
+"""Modeling: source encoders, adapters, backbone with `<USER>`, TMoLE layers and embedding extraction."""

@@ -1,0 +1,89 @@
+"""Adapters from source encoders to backbone width (InstructUE 3.1, Figure 2).
+
+- `SourceAdapter`: one MLP with a single hidden layer per source, mapping an event's encoder vector to
+  one soft token of backbone width.
+- `TabularEmbedder`: one soft token per tabular feature: numeric features are standardised (statistics
+  frozen at build time) and projected, categorical ones looked up; a shared `SourceAdapter` then maps
+  each feature embedding to backbone width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+
+class SourceAdapter(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class TabularSpec:
+    """What the tabular embedder needs to know, saved with the model (JSON)."""
+
+    numeric: list[str] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    categorical: dict[str, list[str]] = field(default_factory=dict)  # feature -> known categories
+
+    @property
+    def n_features(self) -> int:
+        return len(self.numeric) + len(self.categorical)
+
+    @classmethod
+    def fit(cls, users: pd.DataFrame, numeric: list[str], categorical: dict[str, list[str] | None]):
+        """Statistics from the (training) users; categories from the card, else from the data."""
+        mean, std = [], []
+        for name in numeric:
+            x = pd.to_numeric(users[name], errors="coerce").to_numpy(dtype=np.float64)
+            x = x[np.isfinite(x)]
+            mean.append(float(x.mean()) if len(x) else 0.0)
+            std.append(float(x.std()) if len(x) > 1 and x.std() > 0 else 1.0)
+        cats = {
+            name: list(known) if known else sorted(users[name].dropna().astype(str).unique().tolist())
+            for name, known in categorical.items()
+        }
+        return cls(numeric=list(numeric), mean=mean, std=std, categorical=cats)
+
+    def encode(self, users: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(n, F_num) standardised numbers (missing -> 0) and (n, F_cat) category codes (unknown -> 0)."""
+        n = len(users)
+        num = np.zeros((n, len(self.numeric)), dtype=np.float32)
+        for j, name in enumerate(self.numeric):
+            x = pd.to_numeric(users[name], errors="coerce").to_numpy(dtype=np.float64)
+            z = (x - self.mean[j]) / self.std[j]
+            num[:, j] = np.where(np.isfinite(z), np.clip(z, -10, 10), 0.0)
+        cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
+        for j, (name, known) in enumerate(self.categorical.items()):
+            index = {c: i + 1 for i, c in enumerate(known)}  # 0 is "missing or unknown"
+            cat[:, j] = users[name].astype("string").map(lambda c, index=index: index.get(c, 0)).to_numpy()
+        return num, cat
+
+
+class TabularEmbedder(nn.Module):
+    """Feature values -> (batch, F, dim) feature embeddings, numeric first then categorical."""
+
+    def __init__(self, spec: TabularSpec, dim: int):
+        super().__init__()
+        self.spec = spec
+        n_num = len(spec.numeric)
+        self.num_weight = nn.Parameter(torch.randn(n_num, dim) * 0.1)
+        self.num_bias = nn.Parameter(torch.zeros(n_num, dim))
+        self.cat = nn.ModuleList(nn.Embedding(len(c) + 1, dim) for c in spec.categorical.values())
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if numeric.shape[1]:
+            parts.append(numeric.unsqueeze(-1) * self.num_weight + self.num_bias)
+        for j, emb in enumerate(self.cat):
+            parts.append(emb(categorical[:, j]).unsqueeze(1))
+        return torch.cat(parts, dim=1)

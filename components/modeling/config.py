@@ -1,0 +1,41 @@
+"""Typed configuration of an InstructUE model, validated once at the edge (CLI, flow, test)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_BACKBONE = "smollm2-135m-instruct"
+DEFAULT_ENCODER = "all-minilm-l6-v2"
+
+
+class Pooling(StrEnum):
+    USER_TOKEN = "user_token"  # final hidden state at <USER> (the paper's choice)
+    MEAN = "mean"  # ablation: mean over the user block, instruction and <USER>
+
+
+class InputMode(StrEnum):
+    MULTI_ENCODER = "multi_encoder"  # events -> sentence encoder -> adapter -> one soft token each
+    TEXT_ONLY = "text_only"  # events serialised as text inside the same boundary tokens
+
+
+class ModelConfig(BaseModel):
+    """Everything that decides how users become embeddings (not how they are trained)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: str = Field(DEFAULT_BACKBONE, description="alias, local folder or hub id (offline)")
+    encoder: str = Field(DEFAULT_ENCODER, description="sentence encoder: alias, local folder or hub id")
+    input_mode: InputMode = InputMode.MULTI_ENCODER
+    pooling: Pooling = Pooling.USER_TOKEN
+    max_events: int | None = Field(None, ge=1, description="cap per source (most recent); None: the card's")
+    adapter_hidden: int | None = Field(None, ge=1, description="adapter MLP width; None: backbone width")
+    tabular_dim: int = Field(64, ge=1, description="width of a tabular feature's embedding")
+    max_instruction_tokens: int = Field(128, ge=1)
+    max_text_tokens: int = Field(1024, ge=16, description="text-only mode: token budget per source")
+    freeze_encoder: bool = True
+    batch_size: int = Field(16, ge=1, description="users per backbone forward pass")
+    encoder_batch_size: int = Field(128, ge=1)
+    device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")
+    bf16: bool | None = Field(None, description="bf16 autocast; None: on GPUs only")

@@ -1,0 +1,87 @@
+"""Input assembly: `[source blocks] [instruction tokens] <USER>` (InstructUE 3.2, Figure 3).
+
+A sequence is planned as a list of integer codes: a code >= 0 is a token id, a code < 0 is the soft
+token in row `-code - 1` of the batch's soft-token matrix (event vectors after their adapter, then
+tabular feature tokens). Sequences are right-padded; `lengths` gives each user's true length, so a
+user's `<USER>` position is exactly `length - 1` whatever the batch.
+
+The user block comes first and does not depend on the instruction, so its key/value cache can be
+computed once and reused for every instruction (see `model.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from components.modeling.tokens import boundary
+
+
+@dataclass
+class Plan:
+    codes: torch.Tensor  # (B, L) long, right-padded with 0
+    lengths: torch.Tensor  # (B,) long
+
+    @property
+    def mask(self) -> torch.Tensor:
+        L = self.codes.shape[1]
+        return (torch.arange(L, device=self.lengths.device)[None, :] < self.lengths[:, None]).long()
+
+    @classmethod
+    def pad(cls, rows: list[list[int]]) -> Plan:
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        codes = torch.zeros(len(rows), int(lengths.max()) if rows else 0, dtype=torch.long)
+        for i, r in enumerate(rows):
+            codes[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return cls(codes, lengths)
+
+
+def soft(row: int) -> int:
+    return -row - 1
+
+
+def multi_encoder_rows(
+    event_counts: list[dict[str, int]], order: list[str], tabular: str | None, n_features: int,
+    token_ids: dict[str, int],
+) -> list[list[int]]:  # fmt: skip
+    """User blocks for the multi-encoder input, sources in card order (`order`).
+
+    Soft rows are numbered: all events of all users first (user by user, source by source in card
+    order, oldest first), then each user's `n_features` tabular tokens (the source named `tabular`).
+    """
+    rows, next_event = [], 0
+    n_events = sum(sum(c.values()) for c in event_counts)
+    for i, counts in enumerate(event_counts):
+        row: list[int] = []
+        for s in order:
+            open_, close = boundary(s)
+            if s == tabular:
+                first = n_events + i * n_features
+                row += [token_ids[open_], *(soft(first + k) for k in range(n_features)), token_ids[close]]
+            else:
+                n = counts.get(s, 0)
+                row += [token_ids[open_], *(soft(next_event + k) for k in range(n)), token_ids[close]]
+                next_event += n
+        rows.append(row)
+    return rows
+
+
+def text_rows(
+    texts: list[dict[str, list[int]]], order: list[str], token_ids: dict[str, int]
+) -> list[list[int]]:
+    """User blocks for the text-only input: each source's serialised tokens inside its boundary pair."""
+    rows = []
+    for per_source in texts:
+        row: list[int] = []
+        for s in order:
+            open_, close = boundary(s)
+            row += [token_ids[open_], *per_source.get(s, []), token_ids[close]]
+        rows.append(row)
+    return rows
+
+
+def append_suffix(prefix: Plan, suffix: list[int]) -> Plan:
+    """Each user's block followed directly by the suffix (no gap), right-padded: the uncached input."""
+    rows = [prefix.codes[i, : int(n)].tolist() + suffix for i, n in enumerate(prefix.lengths)]
+    return Plan.pad(rows)

@@ -1,0 +1,247 @@
+"""The InstructUE model (InstructUE 3.1-3.2): source encoders and adapters feed soft tokens into a
+causal LM; the final hidden state at `<USER>` is the user embedding.
+
+    [<ratings> e_1 .. e_n </ratings>] [<tabular> f_1 .. f_F </tabular>] [instruction tokens] <USER>
+
+Prefix reuse: the user block precedes the instruction, so its key/value cache does not depend on the
+instruction. `embed` runs the block once per batch and then, per instruction, only the instruction
+tokens and `<USER>`, with position ids continuing from each user's true length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.modeling.adapters import SourceAdapter, TabularEmbedder, TabularSpec
+from components.modeling.config import InputMode, ModelConfig, Pooling
+from components.modeling.inputs import Plan, append_suffix, multi_encoder_rows, text_rows
+from components.modeling.profile import UserProfile
+from components.modeling.tokens import USER_TOKEN, TokenEmbedder, add_to_tokenizer, special_tokens
+
+SPEC_VERSION = 1
+
+
+@dataclass
+class ModelSpec:
+    """The dataset-dependent shape of a model, saved beside its weights as JSON."""
+
+    sources: list[str]  # card order, including the tabular source
+    tabular_source: str | None
+    tabular: TabularSpec
+    encoder_dim: int | None  # None in text-only mode
+    version: int = SPEC_VERSION
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def sequence_sources(self) -> list[str]:
+        return [s for s in self.sources if s != self.tabular_source]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        if d.get("version") != SPEC_VERSION:
+            raise ValueError(
+                f"model spec version {d.get('version')} is not supported (expected {SPEC_VERSION})"
+            )
+        return cls(**{**d, "tabular": TabularSpec(**d["tabular"])})
+
+
+@dataclass
+class UserBatch:
+    """One batch of users ready for the backbone: the planned user block and its soft tokens."""
+
+    plan: Plan
+    event_texts: list[str]
+    event_source: list[int]  # index into spec.sequence_sources, per event
+    numeric: torch.Tensor  # (B, F_num)
+    categorical: torch.Tensor  # (B, F_cat)
+
+
+class InstructUE(nn.Module):
+    def __init__(self, backbone: nn.Module, tokenizer, spec: ModelSpec, config: ModelConfig, encoder=None):
+        super().__init__()
+        self.backbone, self.tokenizer, self.spec, self.config = backbone, tokenizer, spec, config
+        self.encoder = encoder  # a CachedEncoder, outside the module tree: frozen and cached
+        if config.input_mode is InputMode.MULTI_ENCODER and encoder is None:
+            raise ValueError("the multi-encoder input needs a sentence encoder")
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        d = backbone.get_input_embeddings().embedding_dim
+        self.dim = d
+        tokens = special_tokens(spec.sources)
+        self.tokens = TokenEmbedder(
+            backbone.get_input_embeddings(), tokens, add_to_tokenizer(tokenizer, tokens)
+        )
+        self.token_ids = self.tokens.token_ids
+        hidden = config.adapter_hidden or d
+        self.adapters = nn.ModuleDict()
+        if config.input_mode is InputMode.MULTI_ENCODER:
+            for s in spec.sequence_sources:
+                self.adapters[s] = SourceAdapter(spec.encoder_dim, hidden, d)
+        self.tabular = None
+        if spec.tabular_source is not None and config.input_mode is InputMode.MULTI_ENCODER:
+            self.tabular = TabularEmbedder(spec.tabular, config.tabular_dim)
+            self.adapters[spec.tabular_source] = SourceAdapter(config.tabular_dim, hidden, d)
+
+    # -- inputs ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.tokens.special.device
+
+    def batch(self, profiles: list[UserProfile], users: pd.DataFrame) -> UserBatch:
+        """Plan the user blocks of `profiles`; `users` holds their rows of users.parquet, same order."""
+        num, cat = self.spec.tabular.encode(users)
+        if self.config.input_mode is InputMode.TEXT_ONLY:
+            rows = text_rows(self._serialised(profiles, users), self.spec.sources, self.token_ids)
+            return UserBatch(Plan.pad(rows), [], [], torch.from_numpy(num), torch.from_numpy(cat))
+        seq = self.spec.sequence_sources
+        texts, source = [], []
+        for p in profiles:
+            for j, s in enumerate(seq):
+                texts += p.events[s]
+                source += [j] * len(p.events[s])
+        counts = [{s: len(p.events[s]) for s in seq} for p in profiles]
+        n_feat = self.spec.tabular.n_features if self.tabular is not None else 0
+        tab = self.spec.tabular_source if self.tabular is not None else None
+        order = [s for s in self.spec.sources if s in seq or s == tab]
+        rows = multi_encoder_rows(counts, order, tab, n_feat, self.token_ids)
+        return UserBatch(Plan.pad(rows), texts, source, torch.from_numpy(num), torch.from_numpy(cat))
+
+    def _serialised(self, profiles: list[UserProfile], users: pd.DataFrame) -> list[dict[str, list[int]]]:
+        """Text-only input: each source's events joined as text and tokenised, oldest dropped first."""
+        budget = self.config.max_text_tokens
+        out = []
+        for i, p in enumerate(profiles):
+            per: dict[str, list[int]] = {}
+            for s in self.spec.sequence_sources:
+                per[s] = self._tokenize("\n".join(p.events[s]))[-budget:]  # the most recent tokens
+            if self.spec.tabular_source is not None:
+                row = users.iloc[i]
+                text = "; ".join(f"{f}: {_fmt(row[f])}" for f in self.spec.tabular.numeric)
+                cats = "; ".join(f"{f}: {row[f]}" for f in self.spec.tabular.categorical)
+                text = "; ".join(t for t in (text, cats) if t)
+                per[self.spec.tabular_source] = self._tokenize(text)[:budget]
+            out.append(per)
+        return out
+
+    def _tokenize(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self.tokens.remap(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _suffix(self, instruction: str | None) -> list[int]:
+        """The instruction's tokens (none for the universal embedding), then `<USER>`."""
+        ids = self._tokenize(instruction or "")[: self.config.max_instruction_tokens]
+        return [*ids, self.token_ids[USER_TOKEN]]
+
+    def soft_tokens(self, batch: UserBatch) -> torch.Tensor:
+        """(N, d): adapted event vectors, then tabular feature tokens (the rows the plan refers to)."""
+        parts = []
+        if batch.event_texts:
+            vec = self.encoder.encode(batch.event_texts).to(self.device)
+            src = torch.tensor(batch.event_source, device=self.device)
+            out = torch.zeros(len(vec), self.dim, device=self.device, dtype=self.tokens.special.dtype)
+            for j, s in enumerate(self.spec.sequence_sources):
+                sel = (src == j).nonzero(as_tuple=True)[0]
+                if len(sel):
+                    out = out.index_copy(0, sel, self.adapters[s](vec[sel]).to(out.dtype))
+            parts.append(out)
+        if self.tabular is not None:
+            feats = self.tabular(batch.numeric.to(self.device), batch.categorical.to(self.device))
+            parts.append(self.adapters[self.spec.tabular_source](feats).reshape(-1, self.dim))
+        if not parts:
+            return torch.zeros(0, self.dim, device=self.device)
+        return torch.cat(parts)
+
+    def input_embeddings(self, plan: Plan, soft: torch.Tensor) -> torch.Tensor:
+        codes = plan.codes.to(self.device)
+        tok = self.tokens(codes.clamp(min=0))
+        if soft.shape[0] == 0:
+            return tok
+        rows = soft[(-codes - 1).clamp(min=0, max=soft.shape[0] - 1)]
+        return torch.where((codes < 0).unsqueeze(-1), rows.to(tok.dtype), tok)
+
+    # -- backbone --------------------------------------------------------------------------------
+    def _autocast(self):
+        use = self.config.bf16 if self.config.bf16 is not None else self.device.type == "cuda"
+        if use:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _decoder(self, embeds, mask, positions, cache=None):
+        with self._autocast():
+            return self.backbone.base_model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=cache is not None,
+            )
+
+    def _pool(self, hidden: torch.Tensor, plan: Plan) -> torch.Tensor:
+        lengths = plan.lengths.to(hidden.device)
+        if self.config.pooling is Pooling.USER_TOKEN:
+            h = hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
+        else:
+            m = plan.mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)
+            h = (hidden * m).sum(1) / m.sum(1)
+        return F.normalize(h.float(), dim=-1)
+
+    def embed_uncached(self, batch: UserBatch, instruction: str | None) -> torch.Tensor:
+        """(B, d) L2-normalised embeddings from one full pass per user: block + instruction + <USER>."""
+        soft = self.soft_tokens(batch)
+        suffix = self._suffix(instruction)
+        plan = append_suffix(batch.plan, suffix)
+        mask = plan.mask.to(self.device)
+        positions = (torch.arange(plan.codes.shape[1], device=self.device)[None, :]).expand_as(mask)
+        out = self._decoder(self.input_embeddings(plan, soft), mask, positions)
+        return self._pool(out.last_hidden_state, plan)
+
+    def embed(self, batch: UserBatch, instructions: list[str | None]) -> list[torch.Tensor]:
+        """Embeddings under each instruction, the user block computed once (prefix reuse)."""
+        soft = self.soft_tokens(batch)
+        plan = batch.plan
+        mask = plan.mask.to(self.device)
+        lengths = plan.lengths.to(self.device)
+        L = plan.codes.shape[1]
+        positions = torch.arange(L, device=self.device)[None, :].expand_as(mask)
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        prefix = self._decoder(self.input_embeddings(plan, soft), mask, positions, cache)
+        cache = prefix.past_key_values
+        if self.config.pooling is Pooling.MEAN:
+            m = mask.unsqueeze(-1).to(prefix.last_hidden_state.dtype)
+            prefix_sum, prefix_n = (prefix.last_hidden_state * m).sum(1), m.sum(1)
+        out = []
+        for instruction in instructions:
+            ids = self._suffix(instruction)
+            n = len(ids)
+            emb = self.tokens(torch.tensor(ids, device=self.device))[None].expand(len(lengths), n, self.dim)
+            pos = lengths[:, None] + torch.arange(n, device=self.device)[None, :]
+            ones = torch.ones(len(lengths), n, dtype=mask.dtype, device=self.device)
+            full_mask = torch.cat([mask, ones], 1)
+            step = self._decoder(emb, full_mask, pos, cache)
+            hidden = step.last_hidden_state
+            if self.config.pooling is Pooling.USER_TOKEN:
+                h = hidden[:, -1]
+            else:
+                h = (prefix_sum + hidden.sum(1)) / (prefix_n + n)
+            out.append(F.normalize(h.float(), dim=-1))
+            cache.crop(-n)  # back to the user block for the next instruction
+        return out
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float | np.floating):
+        return "unknown" if not np.isfinite(x) else f"{x:.4g}"
+    return str(x)
