@@ -22,7 +22,9 @@ def make(tiny_card, tiny_backbone, tiny_encoder, tmp_path):
     def _make(**overrides):
         torch.manual_seed(0)
         tables = make_tables(tiny_card)
-        config = ModelConfig(backbone=str(tiny_backbone), encoder=str(tiny_encoder), batch_size=4, **overrides)
+        config = ModelConfig(
+            backbone=str(tiny_backbone), encoder=str(tiny_encoder), batch_size=4, **overrides
+        )
         model = build_model(tiny_card, tables.users, config, cache_dir=tmp_path / "cache").eval()
         return model, UserEmbedder(model, tiny_card, tables), tables
 
@@ -54,7 +56,9 @@ def test_alone_or_in_a_batch_of_longer_users_is_the_same(make, tiny_card):
     model, embedder, tables = make()
     # user 2 loses most of its events: shorter than everyone else in its batch
     ev = tables.events
-    tables.events = ev[~((ev["user_id"] == 2) & (ev.groupby("user_id").cumcount() % 3 != 0))].reset_index(drop=True)
+    tables.events = ev[~((ev["user_id"] == 2) & (ev.groupby("user_id").cumcount() % 3 != 0))].reset_index(
+        drop=True
+    )
     tables.cutoffs.loc[tables.cutoffs["user_id"] == 2, "n_profile"] = 1
     embedder = UserEmbedder(model, tiny_card, tables)
     alone = embedder.embed([2], INSTRUCTIONS[0])
@@ -78,7 +82,9 @@ def test_prefix_reuse_agrees_with_the_full_pass(make, tiny_card, mode, pooling):
 
 def test_user_without_events_in_a_source_still_embeds(make, tiny_card):
     model, _, tables = make()
-    tables.events = tables.events[~((tables.events["user_id"] == 3) & (tables.events["source"] == "searches"))]
+    tables.events = tables.events[
+        ~((tables.events["user_id"] == 3) & (tables.events["source"] == "searches"))
+    ]
     x = UserEmbedder(model, tiny_card, tables).embed([3, 4])
     assert np.isfinite(x).all()
 
