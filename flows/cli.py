@@ -144,6 +144,62 @@ def ingest(
         summary_json.write_text(summary.to_json() + "\n", encoding="utf-8")
 
 
+@app.command()
+def embed(
+    dataset: Annotated[str, typer.Option(help="an ingested dataset under data/")] = "movielens-100k",
+    model: Annotated[
+        str, typer.Option(help="a model folder, or 'default' (untrained default models)")
+    ] = "default",
+    instruction: Annotated[
+        list[str], typer.Option("--instruction", "-i", help="repeatable; none gives universal embeddings")
+    ] = [],  # noqa: B006
+    task: Annotated[
+        list[str], typer.Option(help="a probe task of the card: use its manual instruction")
+    ] = [],  # noqa: B006
+    universal: Annotated[bool, typer.Option(help="also embed without instruction")] = False,
+    split: Annotated[str, typer.Option(help="all, train or probe")] = "all",
+    out: Annotated[Path, typer.Option(help="parquet: user_id, instruction, embedding")] = Path(
+        "embeddings.parquet"
+    ),
+    batch_size: Annotated[int | None, typer.Option(help="users per forward pass")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Embed a dataset's users, universally or under instructions (prefix reuse across instructions)."""
+    quiet_telemetry()
+    from components.ingestion.contract import read_tables
+    from components.modeling.assets import AssetError
+    from components.modeling.config import ModelConfig
+    from components.modeling.embed import UserEmbedder, write_embeddings
+    from components.modeling.factory import ModelFolderError, build_model, load_model
+    from flows.settings import Paths
+
+    paths = Paths.resolve(root)
+    try:
+        card, tables = read_tables(paths.data / dataset)
+        instructions: list[str | None] = [*instruction, *(card.task(t).instruction for t in task)]
+        if universal or not instructions:
+            instructions.insert(0, None)
+        if split != "all":
+            if split not in ("train", "probe"):
+                raise ValueError(f"--split must be all, train or probe, not {split!r}")
+            tables.users = tables.users[tables.users["split"] == split]
+        overrides = {k: v for k, v in {"batch_size": batch_size, "device": device}.items() if v is not None}
+        if model == "default":
+            net = build_model(card, tables.users, ModelConfig(**overrides))
+        else:
+            net = load_model(Path(model), **overrides)
+    except (*user_errors(), AssetError, ModelFolderError, KeyError) as e:
+        raise fail(str(e)) from None
+    ids = tables.users["user_id"].astype(int).tolist()
+    typer.echo(
+        f"embedding {len(ids):,} users of {dataset} under {len(instructions)} instruction(s)", err=True
+    )
+    vectors = UserEmbedder(net, card, tables).embed_many(ids, instructions, progress=True)
+    write_embeddings(out, ids, vectors)
+    typer.echo(f"wrote {len(ids) * len(instructions):,} embeddings of dimension {net.dim} to {out}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

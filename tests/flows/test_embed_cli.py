@@ -1,0 +1,40 @@
+"""`instructue embed` on an ingested dataset with a saved tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from components.ingestion import ingest
+from components.modeling.config import ModelConfig
+from components.modeling.embed import read_embeddings
+from components.modeling.factory import build_model, save_model
+from flows.cli import app
+from tests.conftest import as_raw, make_tables
+from tests.modeling.conftest import tiny_backbone, tiny_encoder  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.integration
+
+
+def test_embed_writes_one_row_per_user_and_instruction(tiny_card, tiny_backbone, tiny_encoder, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("INSTRUCTUE_CACHE", str(tmp_path / "cache"))
+    tables = make_tables(tiny_card)
+    ingest(as_raw(tiny_card, tables), tmp_path / "data", tmp_path / "q", progress=False)
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=str(tiny_backbone), encoder=str(tiny_encoder))
+    folder = save_model(build_model(tiny_card, tables.users, config, cache_dir=tmp_path / "cache"), tmp_path / "m")
+    out = tmp_path / "emb.parquet"
+    args = ["embed", "--dataset", "tiny", "--model", str(folder), "--root", str(tmp_path), "--task", "likes_x",
+            "--universal", "--split", "probe", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    df = read_embeddings(out)
+    assert len(df) == 2 * 8 and set(df["instruction"].dropna()) == {tiny_card.task("likes_x").instruction}
+    assert np.stack(df["embedding"]).shape == (16, 32)
+
+    missing = CliRunner().invoke(app, ["embed", "--dataset", "nope", "--root", str(tmp_path)])
+    assert missing.exit_code == 2 and "run `instructue ingest` first" in missing.output
+    bad_task = CliRunner().invoke(app, [*args[:7], "--task", "nope"])
+    assert bad_task.exit_code == 2 and "has no task 'nope'" in bad_task.output
