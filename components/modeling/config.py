@@ -38,4 +38,4 @@ class ModelConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="users per backbone forward pass")
     encoder_batch_size: int = Field(128, ge=1)
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")
-    bf16: bool | None = Field(None, description="bf16 autocast; None: on GPUs only")
+    bf16: bool | None = Field(None, description="bf16 autocast; None: where the hardware has bf16 units")

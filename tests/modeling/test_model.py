@@ -22,9 +22,9 @@ def make(tiny_card, tiny_backbone, tiny_encoder, tmp_path):
     def _make(**overrides):
         torch.manual_seed(0)
         tables = make_tables(tiny_card)
-        config = ModelConfig(
-            backbone=str(tiny_backbone), encoder=str(tiny_encoder), batch_size=4, **overrides
-        )
+        # fp32: the comparisons below are exact to 1e-4, which bf16 is not meant to be
+        settings = {"batch_size": 4, "bf16": False, **overrides}
+        config = ModelConfig(backbone=str(tiny_backbone), encoder=str(tiny_encoder), **settings)
         model = build_model(tiny_card, tables.users, config, cache_dir=tmp_path / "cache").eval()
         return model, UserEmbedder(model, tiny_card, tables), tables
 
