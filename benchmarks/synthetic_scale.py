@@ -13,73 +13,20 @@ publishing) instead. The result is printed and written as JSON that names the ma
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import PeakRss, machine, write_result
 
 from components.ingestion.contract import Table
+from components.ingestion.ingest import ingest
 from components.ingestion.synthetic import SyntheticOptions, read_synthetic
 
-try:
-    from components.ingestion.ingest import ingest
-except ImportError:  # plain generate + write needs nothing else
-    ingest = None
-
 DEFAULTS = SyntheticOptions.model_fields
-
-
-class PeakRss:
-    """Samples this process's resident memory in a background thread; the peak also from getrusage."""
-
-    def __init__(self, every_s: float = 0.05):
-        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        proc = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, proc.memory_info().rss)
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        # ru_maxrss is in KiB on Linux; it catches spikes shorter than the sampling period
-        self.peak = max(self.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-
-
-def machine() -> dict:
-    cpu_model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "node": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_total_gb": round(psutil.virtual_memory().total / 2**30, 1),
-    }
 
 
 def generate_and_write(options: SyntheticOptions, folder: Path) -> dict:
@@ -130,12 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=None,
                    help="JSON report (default benchmarks/results/synthetic_scale_<mode>.json)")  # fmt: skip
     p.add_argument("--tmp-dir", type=Path, default=None, help="where the temporary parquet folder goes")
-    if ingest is not None:
-        p.add_argument("--full-ingest", action="store_true", help="run ingest() (validation) instead")
+    p.add_argument("--full-ingest", action="store_true", help="run ingest() (validation) instead")
     args = p.parse_args(argv)
     options = SyntheticOptions(n_users=args.n_users, chunk_users=args.chunk_users, seed=args.seed,
                                noise=args.noise)  # fmt: skip
-    mode = "full_ingest" if getattr(args, "full_ingest", False) else "generate_and_write"
+    mode = "full_ingest" if args.full_ingest else "generate_and_write"
     args.out = args.out or Path(f"benchmarks/results/synthetic_scale_{mode}.json")
 
     with tempfile.TemporaryDirectory(prefix="synthetic-scale-", dir=args.tmp_dir) as tmp, PeakRss() as mem:
@@ -170,9 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(timing)
     print(f"peak RSS {report['peak_rss_mb']:,.0f} MB; {report['users_per_s']:,} users/s, "
           f"{report['events_per_s']:,} events/s")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_result(args.out, report)
     return report
 
 
