@@ -34,7 +34,6 @@ class ModelConfig(BaseModel):
     tabular_dim: int = Field(64, ge=1, description="width of a tabular feature's embedding")
     max_instruction_tokens: int = Field(128, ge=1)
     max_text_tokens: int = Field(1024, ge=16, description="text-only mode: token budget per source")
-    freeze_encoder: bool = True
     batch_size: int = Field(16, ge=1, description="users per backbone forward pass")
     encoder_batch_size: int = Field(128, ge=1)
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")

@@ -134,3 +134,19 @@ def test_embeddings_parquet_round_trip(make, tmp_path):
     df = read_embeddings(path)
     assert len(df) == 4 and df["instruction"].isna().sum() == 2
     np.testing.assert_array_equal(np.stack(df["embedding"].iloc[:2]), out[None])
+
+
+def test_second_run_encodes_no_text_already_seen(make, tiny_card, tmp_path):
+    model, embedder, tables = make()
+    encoder = model.encoder.encoder
+    embedder.embed([1, 2, 3])
+    seen = encoder.forward_texts
+    assert seen > 0
+    embedder.embed_many([1, 2, 3], [None, INSTRUCTIONS[0]])
+    assert encoder.forward_texts == seen  # same process, same texts: all from the cache
+    # a new model over the same cache folder (a later run) encodes nothing for these users either
+    again, _, _ = make()
+    UserEmbedder(again, tiny_card, tables).embed([1, 2, 3])
+    assert again.encoder.encoder.forward_texts == 0
+    UserEmbedder(again, tiny_card, tables).embed([4])
+    assert again.encoder.encoder.forward_texts == 4  # user 4's four profile events are new
