@@ -171,9 +171,11 @@ class InstructUE(nn.Module):
         return torch.where((codes < 0).unsqueeze(-1), rows.to(tok.dtype), tok)
 
     # -- backbone --------------------------------------------------------------------------------
+    def _uses_bf16(self) -> bool:
+        return self.config.bf16 if self.config.bf16 is not None else bf16_native(self.device)
+
     def _autocast(self):
-        use = self.config.bf16 if self.config.bf16 is not None else bf16_native(self.device)
-        if use:
+        if self._uses_bf16():
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -207,38 +209,56 @@ class InstructUE(nn.Module):
         return self._pool(out.last_hidden_state, plan)
 
     def embed(self, batch: UserBatch, instructions: list[str | None]) -> list[torch.Tensor]:
-        """Embeddings under each instruction, the user block computed once (prefix reuse)."""
+        """Embeddings under each instruction, the user block computed once (prefix reuse).
+
+        All instructions then run in one pass over the cached block: their suffixes (instruction
+        tokens + `<USER>`) are laid side by side, and a 4D attention mask lets each suffix token see
+        the user's block and the earlier tokens of its own suffix only, with position ids restarting
+        at the user's true length for every suffix. The result equals one full pass per instruction.
+        """
         soft = self.soft_tokens(batch)
         plan = batch.plan
         mask = plan.mask.to(self.device)
-        lengths = plan.lengths.to(self.device)
-        L = plan.codes.shape[1]
+        B, L = plan.codes.shape
         positions = torch.arange(L, device=self.device)[None, :].expand_as(mask)
         from transformers import DynamicCache
 
-        cache = DynamicCache()
-        prefix = self._decoder(self.input_embeddings(plan, soft), mask, positions, cache)
-        cache = prefix.past_key_values
-        if self.config.pooling is Pooling.MEAN:
-            m = mask.unsqueeze(-1).to(prefix.last_hidden_state.dtype)
-            prefix_sum, prefix_n = (prefix.last_hidden_state * m).sum(1), m.sum(1)
-        out = []
-        for instruction in instructions:
-            ids = self._suffix(instruction)
-            n = len(ids)
-            emb = self.tokens(torch.tensor(ids, device=self.device))[None].expand(len(lengths), n, self.dim)
-            pos = lengths[:, None] + torch.arange(n, device=self.device)[None, :]
-            ones = torch.ones(len(lengths), n, dtype=mask.dtype, device=self.device)
-            full_mask = torch.cat([mask, ones], 1)
-            step = self._decoder(emb, full_mask, pos, cache)
-            hidden = step.last_hidden_state
-            if self.config.pooling is Pooling.USER_TOKEN:
-                h = hidden[:, -1]
-            else:
-                h = (prefix_sum + hidden.sum(1)) / (prefix_n + n)
-            out.append(F.normalize(h.float(), dim=-1))
-            cache.crop(-n)  # back to the user block for the next instruction
-        return out
+        prefix = self._decoder(self.input_embeddings(plan, soft), mask, positions, DynamicCache())
+        suffixes = [self._suffix(i) for i in instructions]
+        seg = torch.cat([torch.full((len(x),), k) for k, x in enumerate(suffixes)]).to(self.device)
+        offset = torch.cat([torch.arange(len(x)) for x in suffixes]).to(self.device)
+        ids = torch.tensor([t for x in suffixes for t in x], device=self.device)
+        T = len(ids)
+        # key j is visible to query i: same suffix and not later (block-diagonal causal), or any valid
+        # position of the user's block
+        own = (seg[:, None] == seg[None, :]) & (offset[None, :] <= offset[:, None])  # (T, T)
+        visible = torch.cat([mask.bool()[:, None, :].expand(B, T, L), own[None].expand(B, T, T)], dim=2)
+        out = self._decoder(
+            self.tokens(ids)[None].expand(B, T, self.dim),
+            self._mask_4d(visible[:, None]),
+            plan.lengths.to(self.device)[:, None] + offset[None, :],
+            prefix.past_key_values,
+        ).last_hidden_state  # (B, T, d)
+        ends = torch.cumsum(torch.tensor([len(x) for x in suffixes], device=self.device), 0)
+        if self.config.pooling is Pooling.USER_TOKEN:
+            return [F.normalize(out[:, e - 1].float(), dim=-1) for e in ends]
+        m = mask.unsqueeze(-1).to(prefix.last_hidden_state.dtype)
+        prefix_sum, prefix_n = (prefix.last_hidden_state * m).sum(1), m.sum(1)
+        result = []
+        for k, x in enumerate(suffixes):
+            h = (prefix_sum + out[:, seg == k].sum(1)) / (prefix_n + len(x))
+            result.append(F.normalize(h.float(), dim=-1))
+        return result
+
+    def _mask_4d(self, visible: torch.Tensor) -> torch.Tensor:
+        """A boolean (B, 1, Q, K) mask as the attention implementation wants it: SDPA takes booleans,
+        the eager implementation adds the mask to the scores."""
+        if getattr(self.backbone.config, "_attn_implementation", "sdpa") == "sdpa":
+            return visible
+        dtype = torch.bfloat16 if self._uses_bf16() else torch.float32
+        return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
+            ~visible, torch.finfo(dtype).min
+        )
 
 
 def bf16_native(device: torch.device) -> bool:

@@ -150,3 +150,17 @@ def test_second_run_encodes_no_text_already_seen(make, tiny_card, tmp_path):
     assert again.encoder.encoder.forward_texts == 0
     UserEmbedder(again, tiny_card, tables).embed([4])
     assert again.encoder.encoder.forward_texts == 4  # user 4's four profile events are new
+
+
+def test_prefix_reuse_with_eager_attention(make, tiny_card):
+    """The 4D mask is boolean for SDPA and additive for the eager implementation: both must agree."""
+    model, _, tables = make()
+    model.backbone.set_attn_implementation("eager")
+    assert model.backbone.config._attn_implementation == "eager"
+    profiles = build_profiles(tiny_card, tables, [1, 2])
+    batch = model.batch(profiles, tables.users.set_index("user_id").loc[[1, 2]].reset_index())
+    with torch.inference_mode():
+        for instruction, got in zip(
+            [None, *INSTRUCTIONS], model.embed(batch, [None, *INSTRUCTIONS]), strict=True
+        ):
+            assert (got - model.embed_uncached(batch, instruction)).abs().max() < 1e-4
