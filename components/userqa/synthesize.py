@@ -1,0 +1,266 @@
+"""UserQA synthesis: training users -> grounded facts -> (instruction, answer) records.
+
+    summary = synthesize(Path("data/movielens-100k"), TemplateWriter())
+    # -> data/movielens-100k/userqa.parquet and userqa_tasks.json
+
+Per training user and applicable family, `paraphrases_per_user` instruction paraphrases are drawn
+(seeded by user and family, so a user's records never depend on which other users are processed)
+and answered from the same facts; the general family adds one record with no instruction.
+
+Resumable: users are processed in chunks; each chunk is written to `.userqa-parts/<key>/` as soon
+as it is done, and a restarted run with the same inputs and settings (`key`) skips finished chunks.
+The final file is assembled at the end, validated, and renamed into place; a finished run with the
+same key is not repeated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from components.ingestion.atomic import write_bytes_atomic, write_text
+from components.ingestion.contract import Table, read_tables
+from components.userqa.families import GENERAL, Family, applicable
+from components.userqa.records import Answer, AnswerRequest, AnswerWriter, Window
+from components.userqa.view import EventView, train_view
+from components.userqa.writers import reference_answer
+
+USERQA_FILE = "userqa.parquet"
+TASKS_FILE = "userqa_tasks.json"
+PARTS_DIR = ".userqa-parts"
+MANIFEST_FILE = "userqa_manifest.json"
+
+
+class SynthesisConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 0
+    paraphrases_per_user: int = Field(4, ge=1, description="instructions drawn per user and family")
+    chunk_users: int = Field(64, ge=1, description="users per resumable chunk")
+    # an answer that fails verification: replace it by the reference answer, or drop the record
+    on_reject: str = Field("fallback", pattern="^(fallback|drop)$")
+    max_users: int | None = Field(None, ge=1, description="only the first N training users (smoke runs)")
+
+
+@dataclass
+class SynthesisSummary:
+    dataset: str
+    output: str
+    writer: str
+    users: int
+    records: int
+    per_family: dict[str, int]
+    rejected: int  # answers that failed verification (then fell back or were dropped)
+    seconds: float
+    resumed_chunks: int
+    skipped: bool = False  # the same synthesis was already complete
+
+    @property
+    def seconds_per_record(self) -> float:
+        return self.seconds / self.records if self.records else 0.0
+
+    def to_text(self) -> str:
+        lines = [
+            f"UserQA for {self.dataset} -> {self.output}",
+            f"writer {self.writer}: {self.records:,} records from {self.users:,} training users in "
+            f"{self.seconds:.1f} s ({1000 * self.seconds_per_record:.2f} ms per record)"
+            + (
+                f"; {self.resumed_chunks} chunk(s) reused from an interrupted run"
+                if self.resumed_chunks
+                else ""
+            )
+            + ("; already complete, nothing to do" if self.skipped else ""),
+            f"rejected by verification: {self.rejected:,} ({self.rejected / max(self.records, 1):.1%})",
+            f"{'family':<20}{'records':>10}",
+        ]
+        lines += [f"{f:<20}{n:>10,}" for f, n in self.per_family.items()]
+        return "\n".join(lines)
+
+
+def _rng(seed: int, user: int, task_id: int) -> np.random.Generator:
+    return np.random.default_rng([seed, user, task_id])
+
+
+def user_requests(
+    user: int, view: EventView, families: list[Family], config: SynthesisConfig
+) -> list[AnswerRequest]:
+    """Every request for one user: facts from the family's window only, paraphrases drawn per family."""
+    profile = view.profile[view.profile["user_id"] == user]
+    future = view.future[view.future["user_id"] == user]
+    out = []
+    for fam in families:
+        facts = fam.facts(user, future if fam.window is Window.FUTURE else profile, view)
+        if facts is None:
+            continue
+        reference = reference_answer(facts.statements)
+        if fam.name == GENERAL:
+            out.append(AnswerRequest(user, fam.name, None, facts, reference))
+            continue
+        options = fam.instructions(view)
+        k = min(config.paraphrases_per_user, len(options))
+        for i in _rng(config.seed, user, fam.task_id).choice(len(options), size=k, replace=False):
+            out.append(AnswerRequest(user, fam.name, options[int(i)], facts, reference))
+    return out
+
+
+def _records(
+    requests: list[AnswerRequest], answers: list[Answer], families: dict[str, Family], config
+) -> list[dict]:
+    rows = []
+    for r, a in zip(requests, answers, strict=True):
+        if not a.passed and config.on_reject == "drop":
+            continue
+        final, writer = (
+            (a.text, a.writer) if a.passed else (r.reference, f"template (fallback from {a.writer})")
+        )
+        fam = families[r.family]
+        rows.append(
+            {
+                "user_id": r.user_id,
+                "family": r.family,
+                "task_id": fam.task_id,
+                "kind": fam.kind,
+                "window": fam.window.value,
+                "instruction": r.instruction,
+                "answer": final,
+                "writer": writer,
+                "passed": a.passed,
+                "reason": a.reason,
+                "attempts": a.attempts,
+                "facts": json.dumps(list(r.facts.statements)),
+            }
+        )
+    return rows
+
+
+def _key(folder: Path, writer: AnswerWriter, config: SynthesisConfig) -> str:
+    h = hashlib.sha1()
+    for t in (Table.USERS, Table.EVENTS, Table.CUTOFFS):
+        h.update(hashlib.sha1((folder / t.filename).read_bytes()).digest())
+    h.update(
+        json.dumps({"writer": writer.name, "config": config.model_dump(exclude={"chunk_users"})}).encode()
+    )
+    h.update(json.dumps([(f.name, f.task_id, f.paraphrases) for f in _all_families()]).encode())
+    return h.hexdigest()[:16]
+
+
+def _all_families():
+    from components.userqa.families import FAMILIES
+
+    return FAMILIES
+
+
+def task_registry(view: EventView, families: list[Family]) -> dict:
+    return {
+        "families": [
+            {"name": f.name, "task_id": f.task_id, "kind": f.kind, "window": f.window.value,
+             "instructions": f.instructions(view)}
+            for f in families
+        ]
+    }  # fmt: skip
+
+
+def synthesize(
+    folder: Path, writer: AnswerWriter, config: SynthesisConfig | None = None, progress: bool = True
+) -> SynthesisSummary:
+    """Synthesise UserQA for the dataset in `folder` (an ingested contract folder)."""
+    config = config or SynthesisConfig()
+    folder = Path(folder)
+    start = time.perf_counter()
+    card, tables = read_tables(folder)
+    view = train_view(tables, card.sequence_sources)
+    families = applicable(view)
+    users = view.user_ids[: config.max_users]
+    key = _key(folder, writer, config)
+    manifest = folder / MANIFEST_FILE
+    if (
+        (folder / USERQA_FILE).exists()
+        and manifest.exists()
+        and json.loads(manifest.read_text())["key"] == key
+    ):
+        df = pd.read_parquet(folder / USERQA_FILE)
+        return _summary(card.name, folder, writer, users, df, time.perf_counter() - start, 0, skipped=True)
+
+    parts = folder / PARTS_DIR / key
+    parts.mkdir(parents=True, exist_ok=True)
+    by_name = {f.name: f for f in families}
+    chunks = [users[i : i + config.chunk_users] for i in range(0, len(users), config.chunk_users)]
+    resumed = 0
+    bar = tqdm(total=len(users), unit="user", desc=f"userqa {card.name}", disable=not progress)
+    for i, chunk in enumerate(chunks):
+        part = parts / f"part-{i:05d}.parquet"
+        if part.exists():
+            resumed += 1
+        else:
+            requests = [r for u in chunk for r in user_requests(u, view, families, config)]
+            answers = writer.write(requests, view.vocabulary)
+            frame = pd.DataFrame(_records(requests, answers, by_name, config))
+            write_bytes_atomic(part, _parquet_bytes(frame))
+        bar.update(len(chunk))
+    bar.close()
+
+    df = pd.concat(
+        [pd.read_parquet(parts / f"part-{i:05d}.parquet") for i in range(len(chunks))], ignore_index=True
+    )
+    from components.userqa.validate import validate_userqa
+
+    validate_userqa(df, set(users), {f.name: f for f in families})
+    write_bytes_atomic(folder / USERQA_FILE, _parquet_bytes(df))
+    write_text(folder / TASKS_FILE, json.dumps(task_registry(view, families), indent=2) + "\n")
+    write_text(
+        manifest,
+        json.dumps({"key": key, "writer": writer.name, "config": config.model_dump()}, indent=2) + "\n",
+    )
+    shutil.rmtree(folder / PARTS_DIR, ignore_errors=True)
+    return _summary(card.name, folder, writer, users, df, time.perf_counter() - start, resumed)
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def _summary(name, folder, writer, users, df, seconds, resumed, skipped=False) -> SynthesisSummary:
+    counts = Counter(df["family"]) if len(df) else Counter()
+    return SynthesisSummary(
+        dataset=name,
+        output=str(folder / USERQA_FILE),
+        writer=writer.name,
+        users=len(users),
+        records=len(df),
+        per_family=dict(sorted(counts.items())),
+        rejected=int((~df["passed"]).sum()) if len(df) else 0,
+        seconds=seconds,
+        resumed_chunks=resumed,
+        skipped=skipped,
+    )
+
+
+def build_requests(folder: Path, n: int, seed: int = 0) -> list[AnswerRequest]:
+    """`n` requests drawn at random (seeded) from a dataset's UserQA requests: for writer benchmarks."""
+    card, tables = read_tables(folder)
+    view = train_view(tables, card.sequence_sources)
+    families = applicable(view)
+    rng = np.random.default_rng(seed)
+    users = rng.permutation(view.user_ids)
+    out: list[AnswerRequest] = []
+    config = SynthesisConfig(seed=seed, paraphrases_per_user=1)
+    for u in users:
+        out += user_requests(int(u), view, families, config)
+        if len(out) >= 4 * n:
+            break
+    return [out[i] for i in sorted(rng.choice(len(out), size=min(n, len(out)), replace=False))]
