@@ -145,6 +145,56 @@ def ingest(
 
 
 @app.command()
+def synthesize(
+    dataset: Annotated[str, typer.Argument(help="an ingested dataset under data/")],
+    writer: Annotated[
+        str, typer.Option(help="template, local (a local LLM) or endpoint (OpenAI-compatible)")
+    ] = "template",
+    opt: Annotated[list[str], typer.Option("--opt", "-o", help="writer option key=value (repeatable)")] = [],  # noqa: B006
+    cfg: Annotated[
+        list[str], typer.Option("--set", help="synthesis setting key=value, e.g. paraphrases_per_user=4")
+    ] = [],  # noqa: B006
+    version: Annotated[bool, typer.Option(help="version data/ with DVC afterwards")] = True,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Synthesise UserQA (instruction, answer) records for the dataset's training users."""
+    quiet_telemetry()
+    from components.userqa.synthesize import SynthesisConfig
+    from flows.settings import Paths
+
+    try:
+        writer_options, settings = parse_pairs(opt), parse_pairs(cfg)
+        SynthesisConfig.model_validate(settings)
+        folder = Paths.resolve(root).data / dataset
+        if not (folder / "events.parquet").exists():
+            raise FileNotFoundError(
+                f"dataset {dataset!r} is not ingested ({folder}); run `instructue ingest {dataset}`"
+            )
+        if writer not in ("template", "local", "endpoint"):
+            raise ValueError(f"unknown writer {writer!r}; choose template, local or endpoint")
+    except user_errors() as e:
+        raise fail(str(e)) from None
+    from flows.logs import tidy_cli_logs
+    from flows.synthesize import synthesize_flow
+
+    tidy_cli_logs(user_errors())
+    state = synthesize_flow(
+        dataset=dataset, writer=writer, writer_options=writer_options, config=settings,
+        root=str(root) if root else None, version=version, return_state=True,
+    )  # fmt: skip
+    if state.is_failed():
+        try:
+            state.result()
+        except user_errors() as e:
+            raise fail(str(e)) from None
+    summary, data_version = state.result()
+    typer.echo("")
+    typer.echo(summary.to_text())
+    if data_version is not None:
+        typer.echo(f"data version: {data_version}")
+
+
+@app.command()
 def embed(
     dataset: Annotated[str, typer.Option(help="an ingested dataset under data/")] = "movielens-100k",
     model: Annotated[
