@@ -223,6 +223,7 @@ def ingest(
             "provenance": summary.provenance,
         }
         write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _keep_derived(target, tmp)
         replace_dir(tmp, target)
         tmp = None
         summary.seconds = time.perf_counter() - start
@@ -232,6 +233,24 @@ def ingest(
         for p in (tmp, q_tmp):
             if p is not None and p.exists():
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _keep_derived(old: Path, new: Path) -> None:
+    """Carry files derived from a dataset (UserQA...) into its new version when the data is unchanged.
+
+    Only when every file ingestion writes is byte-identical: derived files of changed data are stale
+    and must be rebuilt, so they are left behind with the old version.
+    """
+    if not old.is_dir():
+        return
+    ours = {p.name for p in new.iterdir()}
+    if any(
+        not (old / name).is_file() or (old / name).read_bytes() != (new / name).read_bytes() for name in ours
+    ):
+        return
+    for p in old.iterdir():
+        if p.name not in ours and not p.name.startswith("."):
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, new / p.name)
 
 
 def _check_dataset(card, summary: IngestSummary, stats: _Stats) -> None:

@@ -258,3 +258,13 @@ def test_unreadable_card_is_a_clear_error(tmp_path):
         DatasetCard.load(path)
     with pytest.raises(CardError, match="does not exist"):
         DatasetCard.load(tmp_path / "nope.yaml")
+
+
+def test_reingesting_unchanged_data_keeps_derived_files_changed_data_drops_them(tiny_card, tmp_path):
+    ingest(as_raw(tiny_card, make_tables(tiny_card)), tmp_path / "data", tmp_path / "q")
+    derived = tmp_path / "data" / "tiny" / "userqa.parquet"
+    derived.write_bytes(b"derived")
+    ingest(as_raw(tiny_card, make_tables(tiny_card)), tmp_path / "data", tmp_path / "q")
+    assert derived.read_bytes() == b"derived"
+    ingest(as_raw(tiny_card, make_tables(tiny_card, seed=1)), tmp_path / "data", tmp_path / "q")
+    assert not derived.exists()
