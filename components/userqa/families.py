@@ -193,10 +193,8 @@ def recent_shift(user: int, df: pd.DataFrame, view: EventView) -> Facts | None:
     if view.has_score:
         e, late_mean = early["score"].mean(), late["score"].mean()
         direction = "up" if late_mean - e > 0.2 else "down" if e - late_mean > 0.2 else "same"
-        word = {"up": "higher", "down": "lower", "same": "about the same"}[direction]
-        statements.append(
-            f"Their recent ratings are {word} than before: {late_mean:.1f} versus {e:.1f} stars."
-        )
+        word = {"up": "higher than", "down": "lower than", "same": "about the same as"}[direction]
+        statements.append(f"Their recent ratings are {word} before: {late_mean:.1f} versus {e:.1f} stars.")
         numbers = [round(late_mean, 1), round(e, 1)]
     return _facts(user, "recent_shift", Window.PROFILE, statements, {a, b}, numbers, direction)
 

@@ -11,7 +11,13 @@ An answer passes when everything it claims is among its facts:
       must match exactly; signs are ignored (a fall of 0.3 is written "dropped by 0.3"; (c) checks the
       direction);
   (c) it states no direction opposite to the facts' direction (only when `facts.direction` is set);
-  (d) it is an answer at all: not empty, at least three words, not a refusal, not an echo of the prompt.
+  (d) it is an answer at all: not empty, at least three words, not a refusal, not an echo of the prompt,
+      not a question, not looping (six words said twice);
+  (e) it is grounded: it names one of the facts' terms or numbers, or, for facts with neither, shares
+      at least two content words with the statements. Checks (a)-(c) only reject false claims, so
+      without (e) vague text, an echo of the question, or a random model's word salad would pass.
+      Shared words alone are not enough when there are terms or numbers to name: a question's own
+      words ("recent", "earlier", "ratings") recur in its statements, so echoing it would pass.
 Terms and numbers that the fact statements themselves contain are allowed too: the statements are true
 by construction, so `Facts.terms` and `Facts.numbers` missing one of theirs must not reject an answer.
 
@@ -27,6 +33,7 @@ from functools import lru_cache
 from components.userqa.records import Facts
 
 MIN_WORDS = 3
+REPEAT_NGRAM = 6  # a run of this many words said twice: a small model looping, not an answer
 REL_TOL, ABS_TOL = 0.05, 0.06  # ABS_TOL applies to numbers below 1 (shares, rates)
 YEAR_RANGE = (1800, 2100)
 
@@ -64,6 +71,13 @@ _DOWN = (
 _COMPARATIVES = {"more", "less", "fewer", "higher", "lower", "up", "down", "upward", "upwards", "downward"}
 _NEGATORS = {"not", "no", "never", "neither", "nor", "without", "hardly"}
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+MIN_SHARED_WORDS = 2
+_STOPWORDS = frozenset({
+    "user", "users", "this", "that", "these", "those", "they", "them", "their", "there", "then",
+    "than", "what", "which", "with", "from", "have", "been", "were", "will", "would", "could",
+    "should", "about", "into", "over", "also", "very", "much", "more", "most", "some", "such",
+    "only", "each", "other", "while", "when", "where", "your", "yours",
+})  # fmt: skip
 
 
 def verify(text: str, facts: Facts, vocabulary: frozenset[str]) -> tuple[bool, str]:
@@ -77,7 +91,7 @@ def verify(text: str, facts: Facts, vocabulary: frozenset[str]) -> tuple[bool, s
     Returns:
         (True, "") when the answer passes, else (False, reason).
     """
-    for check in (_check_form, _check_terms, _check_numbers, _check_direction):
+    for check in (_check_form, _check_terms, _check_numbers, _check_direction, _check_grounded):
         reason = check(text, facts, vocabulary)
         if reason:
             return False, reason
@@ -100,11 +114,7 @@ def normalise_answer(text: str) -> str:
     if turn and turn.start() > 0:
         text = text[: turn.start()]
     text = " ".join(text.split())
-    quotes = "\"'“”‘’`"
-    while len(text) >= 2 and text[0] in quotes and text[-1] in quotes:
-        text = text[1:-1].strip()
-    if text[:1] in quotes and text[1:].count(text[0]) == 0:
-        text = text[1:].strip()  # an opening quote whose closing quote was cut off
+    text = _unquote(text)
     ends = list(re.finditer(r"[.!?][\"'”’)]*(?=\s|$)", text))
     if ends and ends[-1].end() < len(text):
         text = text[: ends[-1].end()]
@@ -126,6 +136,13 @@ def _check_form(text: str, facts: Facts, vocabulary: frozenset[str]) -> str:
         return f"too short ({n_words} word{'s' if n_words != 1 else ''}; at least {MIN_WORDS})"
     if text.rstrip().endswith("?"):
         return "a question, not an answer"
+    words = re.findall(r"\w+", text.casefold())
+    seen = set()
+    for i in range(len(words) - REPEAT_NGRAM + 1):
+        gram = tuple(words[i : i + REPEAT_NGRAM])
+        if gram in seen:
+            return f"repeats itself ({' '.join(gram)!r} twice)"
+        seen.add(gram)
     return ""
 
 
@@ -136,7 +153,9 @@ def _check_terms(text: str, facts: Facts, vocabulary: frozenset[str]) -> str:
     for term, span in _find_terms(text, vocabulary):
         if term.casefold() not in allowed:
             shown = ", ".join(sorted(facts.terms)) or "none"
-            return f"names {text[span[0] : span[1]]!r} ({term}), which is not among the facts' terms ({shown})"
+            return (
+                f"names {text[span[0] : span[1]]!r} ({term}), which is not among the facts' terms ({shown})"
+            )
     return ""
 
 
@@ -167,14 +186,37 @@ def _check_direction(text: str, facts: Facts, vocabulary: frozenset[str]) -> str
     elif direction == "same":
         opposite = (set(_UP) | set(_DOWN)) - _COMPARATIVES
     else:
-        raise ValueError(f"Facts.direction is {facts.direction!r} for user {facts.user_id}; use up, down or same")
-    words = _WORD.findall(_mask_terms(text, vocabulary).casefold())
+        raise ValueError(
+            f"Facts.direction is {facts.direction!r} for user {facts.user_id}; use up, down or same"
+        )
+    words = _WORD.findall(_mask_terms(text, vocabulary).casefold().replace("’", "'"))
     for i, word in enumerate(words):
-        if word in opposite and not _NEGATORS.intersection(words[max(0, i - 3) : i]) and not any(
-            w.endswith("n't") for w in words[max(0, i - 3) : i]
+        if (
+            word in opposite
+            and not _NEGATORS.intersection(words[max(0, i - 3) : i])
+            and not any(w.endswith("n't") for w in words[max(0, i - 3) : i])
         ):
             return f"says {word!r}, opposite to the facts' direction ({facts.direction})"
     return ""
+
+
+def _check_grounded(text: str, facts: Facts, vocabulary: frozenset[str]) -> str:
+    if not facts.statements:
+        return ""
+    allowed = {t.casefold() for t in facts.terms}
+    if any(term.casefold() in allowed for term, _ in _find_terms(text, vocabulary)):
+        return ""
+    if facts.numbers and _numbers(_mask_terms(text, vocabulary)):
+        return ""  # (b) has already checked that every stated number is among the facts
+    if facts.terms or facts.numbers:
+        return "ungrounded: names none of the facts' terms or numbers"
+    shared = _content_words(text) & _content_words(" ".join(facts.statements))
+    if len(shared) >= MIN_SHARED_WORDS:
+        return ""
+    return (
+        f"ungrounded: shares {len(shared)} content word(s) with the facts (at least {MIN_SHARED_WORDS}, "
+        "as the facts have no terms or numbers to name)"
+    )
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -221,8 +263,35 @@ def _numbers(text: str) -> list[tuple[float, str, bool]]:
     out = []
     for m in _NUMBER.finditer(text):
         suffix = (m.group("suffix") or "").strip().casefold()
-        out.append((float(m.group("num").replace(",", "")), m.group(0).strip(), suffix.startswith(("%", "per"))))
+        out.append(
+            (float(m.group("num").replace(",", "")), m.group(0).strip(), suffix.startswith(("%", "per")))
+        )
     return out
+
+
+def _unquote(text: str) -> str:
+    """Drop quotes around the whole answer, or an opening quote whose closing one was cut off."""
+    pairs = {'"': '"', "“": "”", "'": "'", "‘": "’", "`": "`"}
+    while text[:1] in pairs:
+        close, inner = pairs[text[0]], text[1:]
+        # apostrophes inside words ("user's") are not quotes; a quote is at a word's edge
+        edges = re.findall(rf"(?:^|\s){re.escape(close)}|{re.escape(close)}(?=\s|$|[.,;:!?])", inner)
+        if inner.endswith(close) and len(edges) == 1:
+            text = inner[:-1].strip()
+        elif not edges:
+            text = inner.strip()
+        else:
+            break
+    return text
+
+
+def _content_words(text: str) -> set[str]:
+    """Words of four letters or more, minus function words and "user", crudely singular."""
+    words = set()
+    for w in re.findall(r"[a-z]{4,}", text.casefold()):
+        if w not in _STOPWORDS:
+            words.add(w[:-1] if w.endswith("s") and not w.endswith("ss") else w)
+    return words
 
 
 def _is_year(value: float, token: str = "") -> bool:
