@@ -61,6 +61,17 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def run_flow(flow_fn, **parameters):
+    """Run a Prefect flow; a user error inside it exits 2 with its message, anything else raises."""
+    state = flow_fn(**parameters, return_state=True)
+    if state.is_failed():
+        try:
+            state.result()
+        except user_errors() as e:
+            raise fail(str(e)) from None
+    return state.result()
+
+
 def parse_pairs(pairs: list[str]) -> dict[str, Any]:
     """`key=value` pairs; values are parsed as YAML scalars (10000 -> int, 0.3 -> float, a/b -> str)."""
     import yaml
@@ -116,7 +127,8 @@ def ingest(
     from flows.logs import tidy_cli_logs
 
     tidy_cli_logs(user_errors())
-    state = ingest_flow(
+    summary, data_version = run_flow(
+        ingest_flow,
         dataset=dataset,
         options=options,
         root=str(root) if root else None,
@@ -124,14 +136,7 @@ def ingest(
         version=version,
         commit=commit,
         push=push,
-        return_state=True,
     )
-    if state.is_failed():
-        try:
-            state.result()
-        except user_errors() as e:
-            raise fail(str(e)) from None
-    summary, data_version = state.result()
     typer.echo("")
     typer.echo(summary.to_text())
     if data_version is not None:
@@ -178,16 +183,10 @@ def synthesize(
     from flows.synthesize import synthesize_flow
 
     tidy_cli_logs(user_errors())
-    state = synthesize_flow(
-        dataset=dataset, writer=writer, writer_options=writer_options, config=settings,
-        root=str(root) if root else None, version=version, return_state=True,
+    summary, data_version = run_flow(
+        synthesize_flow, dataset=dataset, writer=writer, writer_options=writer_options, config=settings,
+        root=str(root) if root else None, version=version,
     )  # fmt: skip
-    if state.is_failed():
-        try:
-            state.result()
-        except user_errors() as e:
-            raise fail(str(e)) from None
-    summary, data_version = state.result()
     typer.echo("")
     typer.echo(summary.to_text())
     if data_version is not None:
