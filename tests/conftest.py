@@ -153,7 +153,7 @@ def tiny_backbone(tmp_path_factory) -> Path:
         vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
     )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    LlamaForCausalLM(config).save_pretrained(folder)  # transformers 5 writes safetensors only
     return folder
 
 
@@ -167,5 +167,5 @@ def tiny_encoder(tmp_path_factory) -> Path:
     config = BertConfig(
         vocab_size=vocab, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48
     )
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    BertModel(config).save_pretrained(folder)  # transformers 5 writes safetensors only
     return folder
