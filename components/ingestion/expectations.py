@@ -20,8 +20,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig  # noq
 
 from components.ingestion.card import DatasetCard, FeatureType  # noqa: E402
 from components.ingestion.contract import Split, Table  # noqa: E402
-
-ROW = "_row"  # positional row id added before validation, so failures map back to input rows
+from components.ingestion.validation import ROW  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pandas as pd
 from components.ingestion.card import DatasetCard, FeatureType
 from components.ingestion.contract import REQUIRED_COLUMNS, TS_DTYPE, ContractTables, Table, split_for
 
-ROW = "_row"
+ROW = "_row"  # positional row id added before validation, so failures map back to input rows
 REASON = "reason"
 CHECK = "check"
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from components.ingestion.atomic import write_bytes_atomic, write_text
 from components.ingestion.contract import Table, read_tables
-from components.userqa.families import GENERAL, Family, applicable
+from components.userqa.families import FAMILIES, GENERAL, Family, applicable
 from components.userqa.records import Answer, AnswerRequest, AnswerWriter, Window
 from components.userqa.view import EventView, train_view
 from components.userqa.writers import reference_answer
@@ -95,8 +95,7 @@ def user_requests(
     user: int, view: EventView, families: list[Family], config: SynthesisConfig
 ) -> list[AnswerRequest]:
     """Every request for one user: facts from the family's window only, paraphrases drawn per family."""
-    profile = view.profile[view.profile["user_id"] == user]
-    future = view.future[view.future["user_id"] == user]
+    profile, future = view.window(user)
     out = []
     for fam in families:
         facts = fam.facts(user, future if fam.window is Window.FUTURE else profile, view)
@@ -150,14 +149,8 @@ def _key(folder: Path, writer: AnswerWriter, config: SynthesisConfig) -> str:
     h.update(
         json.dumps({"writer": writer.name, "config": config.model_dump(exclude={"chunk_users"})}).encode()
     )
-    h.update(json.dumps([(f.name, f.task_id, f.paraphrases) for f in _all_families()]).encode())
+    h.update(json.dumps([(f.name, f.task_id, f.paraphrases) for f in FAMILIES]).encode())
     return h.hexdigest()[:16]
-
-
-def _all_families():
-    from components.userqa.families import FAMILIES
-
-    return FAMILIES
 
 
 def task_registry(view: EventView, families: list[Family]) -> dict:

@@ -50,6 +50,17 @@ class EventView:
             self.__dict__["_popular"] = list(terms.value_counts().head(10).index)
         return self.__dict__["_popular"]
 
+    def window(self, user: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """One user's profile and future events (grouped once, not a scan of all events per user)."""
+        if "_by_user" not in self.__dict__:
+            self.__dict__["_by_user"] = (
+                dict(tuple(self.profile.groupby("user_id", sort=False))),
+                dict(tuple(self.future.groupby("user_id", sort=False))),
+            )
+        profile, future = self.__dict__["_by_user"]
+        empty = self.profile.iloc[:0]
+        return profile.get(user, empty), future.get(user, empty)
+
     @property
     def user_ids(self) -> list[int]:
         return sorted(set(self.profile["user_id"]) | set(self.future["user_id"]))
