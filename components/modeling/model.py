@@ -22,6 +22,7 @@ from torch import nn
 from components.modeling.adapters import SourceAdapter, TabularEmbedder, TabularSpec
 from components.modeling.config import InputMode, ModelConfig, Pooling
 from components.modeling.inputs import Plan, append_suffix, multi_encoder_rows, text_rows
+from components.modeling.lora import LoraSettings, apply_lora
 from components.modeling.profile import UserProfile
 from components.modeling.tokens import USER_TOKEN, TokenEmbedder, add_to_tokenizer, special_tokens
 
@@ -70,11 +71,15 @@ class InstructUE(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer, spec: ModelSpec, config: ModelConfig, encoder=None):
         super().__init__()
         self.backbone, self.tokenizer, self.spec, self.config = backbone, tokenizer, spec, config
-        self.encoder = encoder  # a CachedEncoder, outside the module tree: frozen and cached
+        # a frozen encoder is a CachedEncoder outside the module tree; a trainable one (a
+        # SentenceEncoder with trainable=True) registers its network so it trains and is saved
+        self.encoder = encoder
+        self.encoder_net = encoder.model if getattr(encoder, "trainable", False) else None
         if config.input_mode is InputMode.MULTI_ENCODER and encoder is None:
             raise ValueError("the multi-encoder input needs a sentence encoder")
         for p in self.backbone.parameters():
             p.requires_grad_(False)
+        self.lora: LoraSettings | None = None
         d = backbone.get_input_embeddings().embedding_dim
         self.dim = d
         tokens = special_tokens(spec.sources)
@@ -91,6 +96,12 @@ class InstructUE(nn.Module):
         if spec.tabular_source is not None and config.input_mode is InputMode.MULTI_ENCODER:
             self.tabular = TabularEmbedder(spec.tabular, config.tabular_dim)
             self.adapters[spec.tabular_source] = SourceAdapter(config.tabular_dim, hidden, d)
+
+    def add_lora(self, settings: LoraSettings) -> InstructUE:
+        """LoRA on the backbone's projections (see `lora.py`); recorded so `save_model` keeps it."""
+        apply_lora(self.backbone, settings)
+        self.lora = settings
+        return self
 
     # -- inputs ---------------------------------------------------------------------------------
     @property

@@ -1,0 +1,1 @@
+"""Evaluation of user embeddings on the downstream tasks of a dataset."""

@@ -1,0 +1,1 @@
+"""Training: the contrastive-autoregressive objective, LoRA, the trainer loop and checkpoints."""

@@ -1,0 +1,144 @@
+"""Typed training configuration and the YAML run profiles (`profiles/tiny|quick|paper.yaml`).
+
+    config = load_profile("quick", overrides=["steps=200", "model.max_events=32"])
+
+A profile is validated once, here; every problem is reported in one message. Overrides are dotted
+`key=value` pairs whose values are read as YAML (`margin=null`, `lora.targets=[q_proj,v_proj]`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.modeling.config import ModelConfig
+from components.modeling.lora import LoraSettings
+
+PROFILES = ("tiny", "quick", "paper")
+
+
+class TrainConfig(BaseModel):
+    """One training run: the model, LoRA, the objective (InstructUE Eq. 1-5) and the optimiser."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str = "custom"
+    model: ModelConfig = ModelConfig()
+    lora: LoraSettings = LoraSettings()
+    seed: int = 0
+    # -- data ----------------------------------------------------------------------------------
+    families: list[str] | None = Field(None, description="UserQA families to train on; None: all")
+    max_records: int | None = Field(None, ge=2, description="a seeded subsample of UserQA records")
+    max_answer_tokens: int = Field(96, ge=1)
+    # -- objective (Eq. 1-5) -------------------------------------------------------------------
+    batch_embedding: int = Field(16, ge=0, description="embedding-branch examples per micro-batch")
+    batch_generative: int = Field(16, ge=0, description="generative-branch examples per micro-batch")
+    no_ntp: bool = Field(False, description="ablation: drop the generative branch (Eq. 1)")
+    no_contrastive: bool = Field(False, description="ablation: drop the embedding branch (Eq. 2-4)")
+    temperature: float = Field(0.05, gt=0)
+    margin: float | None = Field(0.1, description="c_margin of Eq. 4; null disables the mask")
+    same_side: bool = True
+    alpha_lm: float = Field(1.0, ge=0)
+    alpha_cl: float = Field(1.0, ge=0)
+    # -- optimiser -----------------------------------------------------------------------------
+    steps: int = Field(100, ge=1, description="optimizer steps")
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_accum: int = Field(1, ge=1)
+    clip: float | None = Field(1.0, gt=0)
+    # -- bookkeeping ---------------------------------------------------------------------------
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _branches(self) -> TrainConfig:
+        problems = []
+        if self.no_ntp and self.no_contrastive:
+            problems.append("no_ntp and no_contrastive together leave nothing to train")
+        if not self.no_contrastive and self.batch_embedding < 2:
+            problems.append("batch_embedding must be >= 2: InfoNCE needs in-batch negatives")
+        if not self.no_ntp and self.batch_generative < 1:
+            problems.append("batch_generative must be >= 1 unless no_ntp")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def n_embedding(self) -> int:
+        return 0 if self.no_contrastive else self.batch_embedding
+
+    @property
+    def n_generative(self) -> int:
+        return 0 if self.no_ntp else self.batch_generative
+
+    @property
+    def micro_batch(self) -> int:
+        """Records drawn per micro-batch: the generative examples are the first `n_generative` of
+        them and the embedding examples the first `n_embedding` (one forward pass serves both)."""
+        return max(self.n_embedding, self.n_generative)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override {key!r}: {p!r} is not a section")
+    d[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    out: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value (e.g. steps=200, model.max_events=32)")
+        set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def profile_text(name: str) -> str:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; shipped profiles: {', '.join(PROFILES)}")
+    return resources.files("components.training").joinpath("profiles", f"{name}.yaml").read_text("utf-8")
+
+
+def validate(raw: dict, where: str) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '?'}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid training config ({where}): {problems}") from None
+
+
+def load_profile(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """A shipped profile by name, or a YAML file by path, with `key=value` overrides applied."""
+    path = Path(name_or_path)
+    if str(name_or_path) in PROFILES:
+        raw = yaml.safe_load(profile_text(str(name_or_path)))
+    elif path.suffix in (".yaml", ".yml") and path.is_file():
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    else:
+        raise ConfigError(
+            f"unknown profile {str(name_or_path)!r}: give one of {', '.join(PROFILES)} or a YAML file"
+        )
+    raw = _merge(raw or {}, parse_overrides(overrides or []))
+    return validate(raw, f"profile {name_or_path}")

@@ -1,0 +1,130 @@
+"""The contrastive-autoregressive objective of InstructUE (section 3.3.2, Eq. 1-5), as pure functions.
+
+    L = alpha_lm * L_lm + alpha_cl * L_cl                                        (Eq. 5)
+
+`next_token_loss` is Eq. 1 over answer tokens only; `info_nce` is Eq. 2-4 with in-batch negatives,
+same-side negatives and the false-negative margin mask. Each returns a scalar tensor; `joint_loss`
+keeps both terms beside their weighted sum so each can be logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100  # label of a position that is not an answer token (profile, instruction, <USER>, pad)
+
+
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Teacher forcing: the hidden state at position t predicts the token at t + 1, so the label of
+    position t is `labels[t + 1]`; the last position predicts nothing."""
+    out = torch.full_like(labels, IGNORE)
+    out[..., :-1] = labels[..., 1:]
+    return out
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: -sum_t log p(y_t | y_<t, x, s), averaged over the answer tokens of the batch.
+
+    Args:
+        logits: (..., V) scores at the positions that predict a token.
+        labels: (...) the token each position must predict, `IGNORE` where it predicts nothing.
+
+    The paper writes a sum over tokens; averaging over the batch's answer tokens keeps alpha_lm on the
+    same scale whatever the answers' lengths. Returns 0 (with a graph) when no position has a label.
+    """
+    logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    keep = labels != IGNORE
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[keep].float(), labels[keep])
+
+
+def margin_mask(scores: torch.Tensor, positive: torch.Tensor, margin: float | None) -> torch.Tensor:
+    """Eq. 4: m_ij = 0 where s_ij > s(u_i, a_i+) + c_margin, else 1 (a float mask like `scores`).
+
+    `margin=None` keeps every negative (the mask is all ones).
+    """
+    if margin is None:
+        return torch.ones_like(scores)
+    return (scores <= positive[:, None] + margin).to(scores.dtype)
+
+
+def info_nce(
+    users: torch.Tensor,
+    answers: torch.Tensor,
+    temperature: float = 0.05,
+    margin: float | None = 0.1,
+    same_side: bool = True,
+    known_positive: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eq. 2-4: InfoNCE between user embeddings u_i and their answers' embeddings a_i.
+
+        L_cl = -1/B sum_i log( e^{s(u_i, a_i)/tau} / Z_i )                        (Eq. 2)
+        Z_i  = e^{s(u_i, a_i)/tau} + sum_{j!=i} m_ij e^{s(u_i, a_j)/tau}
+                                   + sum_{j!=i} m_ij e^{s(u_i, u_j)/tau}
+                                   + sum_{j!=i} m_ij e^{s(a_i, a_j)/tau}           (Eq. 3)
+
+    s is cosine similarity. Reading of Eq. 4 (the extracted text names only the u-u and u-a scores):
+    each negative is masked by its own score, so m_ij of the a-a term compares s(a_i, a_j) with the
+    positive s(u_i, a_i) + c_margin, as it does for the other two terms.
+
+    Args:
+        users, answers: (B, d) embeddings (normalised here; cosine is scale-free).
+        temperature: tau > 0.
+        margin: c_margin of Eq. 4; None disables the false-negative mask.
+        same_side: include the u-u and a-a terms of Z_i (False: the plain cross-side InfoNCE).
+        known_positive: optional (B, B) bool, True where pair (i, j) is known to be a positive
+            (identical answer texts): those j are dropped from i's negatives in every term.
+
+    Returns:
+        the scalar loss (Eq. 2).
+    """
+    if users.shape != answers.shape or users.dim() != 2:
+        raise ValueError(f"users {tuple(users.shape)} and answers {tuple(answers.shape)} must both be (B, d)")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    u, a = F.normalize(users.float(), dim=-1), F.normalize(answers.float(), dim=-1)
+    B = u.shape[0]
+    ua, uu, aa = u @ a.T, u @ u.T, a @ a.T
+    positive = ua.diagonal()
+    off = ~torch.eye(B, dtype=torch.bool, device=u.device)
+    if known_positive is not None:
+        off = off & ~known_positive.to(u.device)
+    terms = [(ua, off)] + ([(uu, off), (aa, off)] if same_side else [])
+    # log Z_i as a logsumexp over the positive and every kept negative: masked entries become -inf
+    logits = [positive[:, None] / temperature]
+    for scores, keep in terms:
+        kept = keep & margin_mask(scores, positive, margin).bool()
+        logits.append((scores / temperature).masked_fill(~kept, float("-inf")))
+    log_z = torch.logsumexp(torch.cat(logits, dim=1), dim=1)
+    return (log_z - positive / temperature).mean()
+
+
+@dataclass
+class LossTerms:
+    """Eq. 5 with its terms kept apart; `lm` / `cl` are None where their branch did not run."""
+
+    total: torch.Tensor
+    lm: torch.Tensor | None
+    cl: torch.Tensor | None
+
+    def detached(self) -> dict[str, float]:
+        out = {"loss": float(self.total.detach())}
+        if self.lm is not None:
+            out["loss_lm"] = float(self.lm.detach())
+        if self.cl is not None:
+            out["loss_cl"] = float(self.cl.detach())
+        return out
+
+
+def joint_loss(
+    lm: torch.Tensor | None, cl: torch.Tensor | None, alpha_lm: float = 1.0, alpha_cl: float = 1.0
+) -> LossTerms:
+    """Eq. 5: alpha_lm * L_lm + alpha_cl * L_cl; a branch that did not run contributes nothing."""
+    parts = [w * t for w, t in ((alpha_lm, lm), (alpha_cl, cl)) if t is not None]
+    if not parts:
+        raise ValueError("no loss term: both the generative and the embedding branch are switched off")
+    return LossTerms(total=torch.stack(parts).sum(), lm=lm, cl=cl)

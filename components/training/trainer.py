@@ -1,0 +1,304 @@
+"""The training loop: setup -> (resume) -> steps -> checkpoints -> final model folder.
+
+    result = train(load_profile("tiny"), data_dir=Path("data/movielens-100k"), run_dir=Path("runs/x"))
+
+One process, or several under `torchrun` / `accelerate launch` (gloo on CPUs, NCCL on GPUs; DDP or
+FSDP from the launch config in `infra/training/`): accelerate wraps the objective and averages the
+gradients; every process draws the same global batch from the sampler and trains on its own slice.
+AdamW, linear warm-up then cosine decay, gradient accumulation and clipping; bf16 autocast where the
+hardware has it (see `InstructUE._autocast`).
+
+A run folder holds `checkpoints/step-<n>/` (see `checkpoint.py`) and, at the end, `model/`: a model
+folder `instructue embed --model` loads. `resume=True` continues from the newest complete checkpoint
+with the weights, optimizer, scheduler, RNG and sampler position it saved, so the run ends exactly
+where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.training.config import TrainConfig
+from components.training.tracking import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path
+    steps: int
+    resumed_from: int | None
+    wall_s: float
+    examples_per_s: float
+    tokens_per_s: float
+    final: dict[str, float] = field(default_factory=dict)  # mean losses over the last log window
+    run_id: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["run_dir"], d["model_dir"] = str(self.run_dir), str(self.model_dir)
+        return d
+
+
+def warmup_cosine(total: int, warmup: int, floor: float = 0.0):
+    """LR multiplier: linear warm-up over `warmup` steps, then cosine decay to `floor` at `total`."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Window:
+    """Running sums of the logged quantities between two log steps."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.tokens = self.examples = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, losses: dict[str, float]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.n) for k, v in self.sums.items()}
+
+
+def train(
+    config: TrainConfig,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    tracker: Tracker | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train an InstructUE model on a dataset's UserQA records; see the module docstring.
+
+    Raises:
+        MissingUserQA: the dataset has not been synthesised.
+        ValueError: `resume` found a checkpoint of a different configuration or world size.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+    from tqdm.auto import tqdm
+
+    from components.ingestion.contract import read_tables
+    from components.modeling.factory import build_model, pick_device, save_model
+    from components.modeling.profile import build_profiles
+    from components.training import checkpoint as ckpt
+    from components.training.data import Sampler, load_examples, shard
+    from components.training.objective import Objective, ObjectiveSettings
+
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    accelerator = Accelerator(
+        cpu=pick_device(config.model.device).type == "cpu",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    tracker = tracker if (tracker is not None and main) else NullTracker()
+
+    # -- setup: data, model, objective, optimizer ---------------------------------------------------
+    seed_everything(config.seed)  # the same initial weights on every process
+    card, tables = read_tables(data_dir)
+    examples = load_examples(data_dir, config.families, config.max_records, config.seed)
+    model = build_model(card, tables.users, config.model, cache_dir).to(accelerator.device)
+    model.add_lora(config.lora)
+    user_ids = sorted({e.user_id for e in examples})
+    profiles = dict(
+        zip(user_ids, build_profiles(card, tables, user_ids, config.model.max_events), strict=True)
+    )
+    settings = ObjectiveSettings(
+        n_embedding=config.n_embedding, n_generative=config.n_generative, temperature=config.temperature,
+        margin=config.margin, same_side=config.same_side, alpha_lm=config.alpha_lm,
+        alpha_cl=config.alpha_cl, max_answer_tokens=config.max_answer_tokens,
+    )  # fmt: skip
+    objective = Objective(model, settings, profiles, tables.users)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = int(config.warmup_ratio * config.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(config.steps, warmup, config.min_lr_ratio)
+    )
+    sampler = Sampler(len(examples), config.seed)
+
+    step, resumed_from, run_id = 0, None, None
+    config_json = config.model_dump(mode="json")
+    found = ckpt.latest_checkpoint(run_dir) if resume else None
+    if found is not None:
+        restored = ckpt.read_checkpoint(found, model, rank)
+        _check_same_config(restored.trainer["config"], config_json, found)
+        if restored.trainer["world"] != world:
+            raise ValueError(f"{found} was written by {restored.trainer['world']} processes, this run has "
+                             f"{world}: resume with the same number of processes")  # fmt: skip
+        optimizer.load_state_dict(restored.optimizer)
+        scheduler.load_state_dict(restored.trainer["scheduler"])
+        sampler.load_state_dict(restored.trainer["sampler"])
+        step = resumed_from = int(restored.trainer["step"])
+        run_id = restored.trainer.get("run_id")
+        log.info("resuming from %s (step %d)", found, step)
+    else:
+        seed_everything(config.seed + 1000 * rank)  # dropout differs across processes, not runs
+        if not resume and ckpt.complete_checkpoints(run_dir) and main:
+            shutil.rmtree(run_dir / ckpt.CHECKPOINTS)  # a fresh run does not mix with an old one
+    accelerator.wait_for_everyone()
+
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    run_id = tracker.start(
+        run_id,
+        run_name=f"{card.name}-{config.profile}",
+        tags={"dataset": card.name, "profile": config.profile, "world_size": str(world)},
+    )
+    tracker.log_params({"config": config_json, "n_examples": len(examples), "n_users": len(user_ids),
+                        "world_size": world, "data_dir": data_dir.name})  # fmt: skip
+
+    # -- steps ----------------------------------------------------------------------------------------
+    per_step = config.micro_batch * config.grad_accum * world
+    bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not (progress and main))
+    window, totals = Window(), {"tokens": 0, "examples": 0, "t0": time.perf_counter(), "steps": 0}
+    status, last = "FAILED", {}
+    try:
+        while step < config.steps:
+            objective.train()
+            draws = shard(sampler.take(per_step), config.micro_batch, config.grad_accum, world, rank)
+            step_losses: dict[str, float] = {}
+            for k, idx in enumerate(draws):
+                sync = k == len(draws) - 1
+                with accelerator.no_sync(objective) if not sync else _nullcontext():
+                    out = objective([examples[i] for i in idx])
+                    accelerator.backward(out.terms.total / config.grad_accum)
+                for name, v in out.terms.detached().items():
+                    step_losses[name] = step_losses.get(name, 0.0) + v / config.grad_accum
+                window.tokens += out.tokens
+                window.examples += out.examples
+            grad_norm = (
+                accelerator.clip_grad_norm_(params, config.clip)
+                if config.clip is not None
+                else torch.tensor(0.0)
+            )
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window.add({**step_losses, "grad_norm": float(grad_norm)})
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                metrics = _reduce(accelerator, window)
+                metrics["lr"] = scheduler.get_last_lr()[0]
+                metrics["epoch"] = sampler.position
+                tracker.log_metrics(metrics, step)
+                bar.set_postfix(
+                    {k: f"{metrics[k]:.3f}" for k in ("loss", "loss_lm", "loss_cl") if k in metrics}
+                )
+                totals["tokens"] += metrics["tokens"]
+                totals["examples"] += metrics["examples"]
+                totals["steps"] += window.n
+                last = metrics
+                window = Window()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                trainer_state = {
+                    "step": step, "world": world, "config": config_json, "run_id": run_id,
+                    "sampler": sampler.state_dict(), "scheduler": scheduler.state_dict(),
+                    "host_rng": ckpt.host_rng(),
+                }  # fmt: skip
+                _save_checkpoint(accelerator, run_dir, step, model, optimizer, trainer_state, config)
+        status = "FINISHED"
+    finally:
+        bar.close()
+        if status != "FINISHED":
+            tracker.finish("FAILED")
+
+    model_dir = run_dir / MODEL_DIR
+    if main:
+        save_model(accelerator.unwrap_model(objective).model, model_dir)
+        tracker.log_artifact(model_dir / "model.json", "model")
+    accelerator.wait_for_everyone()
+    wall = time.perf_counter() - totals["t0"]
+    result = TrainResult(
+        run_dir=run_dir, model_dir=model_dir, steps=step, resumed_from=resumed_from, wall_s=wall,
+        examples_per_s=totals["examples"] / wall if wall else 0.0,
+        tokens_per_s=totals["tokens"] / wall if wall else 0.0,
+        final={k: v for k, v in (last if step > (resumed_from or 0) else {}).items()
+               if k.startswith("loss")},
+        run_id=run_id or None,
+    )  # fmt: skip
+    if main:
+        tracker.log_metrics({"run_examples_per_s": result.examples_per_s,
+                             "run_tokens_per_s": result.tokens_per_s, "run_wall_s": wall}, step)  # fmt: skip
+        tracker.finish("FINISHED")
+    return result
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _reduce(accelerator, window: Window) -> dict[str, float]:
+    """Window means averaged over processes; token and example counts summed, rates per second."""
+    means = window.means()
+    keys = sorted(means)
+    elapsed = max(1e-9, time.perf_counter() - window.t0)
+    local = torch.tensor([means[k] for k in keys] + [window.tokens, window.examples], dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        local = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu()
+        local[: len(keys)] /= accelerator.num_processes
+    out = {k: float(v) for k, v in zip(keys, local[: len(keys)], strict=True)}
+    out["tokens"], out["examples"] = float(local[-2]), float(local[-1])
+    out["tokens_per_s"], out["examples_per_s"] = out["tokens"] / elapsed, out["examples"] / elapsed
+    return out
+
+
+def _save_checkpoint(accelerator, run_dir, step, model, optimizer, trainer_state, config) -> None:
+    """Every process writes its RNG into the staging folder; rank 0 writes the rest and renames."""
+    from components.training import checkpoint as ckpt
+
+    staging = ckpt.staging_dir(run_dir, step)
+    if accelerator.is_main_process:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    ckpt.write_rank_rng(staging, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.write_checkpoint(staging, ckpt.step_dir(run_dir, step), model, optimizer.state_dict(),
+                              trainer_state)  # fmt: skip
+        ckpt.prune(run_dir, config.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def _check_same_config(saved: dict, current: dict, where: Path) -> None:
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if diff:
+        raise ValueError(f"{where} was trained with a different configuration ({', '.join(diff)} differ): "
+                         "resume with the same profile and overrides, or start a fresh run")  # fmt: skip

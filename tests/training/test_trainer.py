@@ -1,0 +1,211 @@
+"""The trainer on tiny random models: learning, ablations, tracking, exact resume after SIGKILL,
+two gloo processes, and the model folder it leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from components.training.checkpoint import OPTIMIZER_FILE, STATE_FILE, complete_checkpoints
+from components.training.config import load_profile
+from components.training.trainer import MODEL_DIR, train
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny(*overrides: str):
+    return load_profile("tiny", list(overrides))
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / MODEL_DIR / "trainable.safetensors"))
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def eval_losses(model_dir: Path | None, config, qa_data: Path, cache: Path) -> dict[str, float]:
+    """Loss terms on fixed examples: of a saved model, or of the untrained model (model_dir None)."""
+    from components.ingestion.contract import read_tables
+    from components.modeling.factory import build_model, load_model
+    from components.modeling.profile import build_profiles
+    from components.training.data import load_examples
+    from components.training.objective import Objective, ObjectiveSettings, evaluate
+
+    card, tables = read_tables(qa_data)
+    torch.manual_seed(config.seed)
+    if model_dir is None:
+        model = build_model(card, tables.users, config.model, cache).add_lora(config.lora)
+    else:
+        model = load_model(model_dir, cache)
+    examples = load_examples(qa_data, max_records=config.max_records, seed=config.seed)
+    ids = sorted({e.user_id for e in examples})
+    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+    settings = ObjectiveSettings(  # the training objective, batch for batch
+        n_embedding=config.n_embedding, n_generative=config.n_generative, temperature=config.temperature,
+        margin=config.margin, max_answer_tokens=config.max_answer_tokens,
+    )  # fmt: skip
+    return evaluate(Objective(model, settings, profiles, tables.users), examples, batch=config.micro_batch)
+
+
+def test_loss_goes_down_over_30_steps(qa_data, model_cache, tmp_path):
+    config = tiny("steps=30", "max_records=32")  # the loss on the records it trains on
+    result = train(config, qa_data, tmp_path / "run", cache_dir=model_cache, progress=False)
+    assert result.steps == 30 and (result.model_dir / "model.json").is_file()
+    before = eval_losses(None, config, qa_data, model_cache)
+    after = eval_losses(result.model_dir, config, qa_data, model_cache)
+    assert after["loss"] < before["loss"] - 0.2
+    assert after["loss_lm"] < before["loss_lm"] - 0.2
+
+
+def test_contrastive_loss_goes_down_when_it_trains_alone(qa_data, model_cache, tmp_path):
+    # An untrained tiny model scores user-user and answer-answer pairs far above its user-answer
+    # positives, so the margin mask (Eq. 4) drops nearly every negative and leaves little gradient;
+    # without the mask InfoNCE must fall fast.
+    config = tiny("steps=30", "max_records=32", "no_ntp=true", "margin=null")
+    result = train(config, qa_data, tmp_path / "run", cache_dir=model_cache, progress=False)
+    before = eval_losses(None, config, qa_data, model_cache)
+    after = eval_losses(result.model_dir, config, qa_data, model_cache)
+    assert after["loss_cl"] < 0.5 * before["loss_cl"]
+
+
+@pytest.mark.parametrize("ablation, kept, dropped", [("no_ntp", "loss_cl", "loss_lm"),
+                                                     ("no_contrastive", "loss_lm", "loss_cl")])  # fmt: skip
+def test_ablations_train_one_branch(ablation, kept, dropped, qa_data, model_cache, tmp_path):
+    result = train(
+        tiny("steps=4", f"{ablation}=true"), qa_data, tmp_path, cache_dir=model_cache, progress=False
+    )
+    assert kept in result.final and dropped not in result.final
+    assert result.final["loss"] == pytest.approx(result.final[kept])
+
+
+def test_mlflow_gets_every_loss_term_and_rate(qa_data, model_cache, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from components.training.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, "test-training", (tmp_path / "artifacts").as_uri())
+    result = train(tiny("steps=6", "log_every=2"), qa_data, tmp_path / "run", cache_dir=model_cache,
+                   tracker=tracker, progress=False)  # fmt: skip
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    for key in ("loss", "loss_lm", "loss_cl", "lr", "tokens_per_s", "examples_per_s", "grad_norm"):
+        history = client.get_metric_history(result.run_id, key)
+        assert [m.step for m in history] == [2, 4, 6], key
+    assert run.data.params["config.lora.r"] == "4" and run.data.params["config.profile"] == "tiny"
+    lrs = [m.value for m in client.get_metric_history(result.run_id, "lr")]
+    assert lrs[0] > lrs[-1]  # cosine decay
+
+
+def test_checkpoints_hold_weights_optimizer_and_state(qa_data, model_cache, tmp_path):
+    train(tiny("steps=6", "checkpoint_every=2", "keep_checkpoints=2"), qa_data, tmp_path,
+          cache_dir=model_cache, progress=False)  # fmt: skip
+    found = complete_checkpoints(tmp_path)
+    assert [p.name for p in found] == ["step-00000004", "step-00000006"]
+    last = found[-1]
+    for name in ("model.json", "trainable.safetensors", OPTIMIZER_FILE, "rng-0.safetensors", STATE_FILE):
+        assert (last / name).is_file(), name
+    state = json.loads((last / STATE_FILE).read_text())
+    assert state["step"] == 6 and state["sampler"]["cursor"] > 0
+    assert not any(p.name.startswith(".") for p in (tmp_path / "checkpoints").iterdir())
+    assert max_diff(load_file(str(last / "trainable.safetensors")), weights(tmp_path)) == 0.0
+
+
+def test_resume_refuses_a_different_configuration(qa_data, model_cache, tmp_path):
+    train(tiny("steps=2", "checkpoint_every=2"), qa_data, tmp_path, cache_dir=model_cache, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train(tiny("steps=2", "checkpoint_every=2", "lr=0.5"), qa_data, tmp_path, cache_dir=model_cache,
+              resume=True, progress=False)  # fmt: skip
+
+
+def launch(args: list[str], qa_data: Path, run_dir: Path, cache: Path, procs: int = 1):
+    base = ["--profile", "tiny", "--data", str(qa_data), "--run-dir", str(run_dir), "--cache-dir", str(cache),
+            "--no-progress", *args]  # fmt: skip
+    if procs == 1:
+        cmd = [sys.executable, "-m", "components.training.launch", *base]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+               "--master_port", str(29500 + random.randint(1, 2000)), "-m", "components.training.launch", *base]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(qa_data, model_cache, tmp_path):
+    settings = ["--set", "steps=40", "--set", "checkpoint_every=5"]
+    whole = launch(settings, qa_data, tmp_path / "whole", model_cache)
+    out, _ = whole.communicate(timeout=300)
+    assert whole.returncode == 0, out
+
+    rng = random.Random(os.getpid())
+    for attempt in range(5):
+        run = tmp_path / f"killed-{attempt}"
+        proc = launch(settings, qa_data, run, model_cache)
+        while not complete_checkpoints(run) and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))  # somewhere after the first checkpoint, at a random step
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        if not (run / MODEL_DIR).exists():
+            break  # killed mid-run, as wanted; otherwise it finished first: try again
+    else:
+        pytest.fail("the run finished before it could be killed, five times")
+    killed_at = json.loads((complete_checkpoints(run)[-1] / STATE_FILE).read_text())["step"]
+    assert killed_at < 40
+
+    resumed = launch([*settings, "--resume"], qa_data, run, model_cache)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    result = json.loads((run / "result.json").read_text())
+    assert result["resumed_from"] == killed_at and result["steps"] == 40
+    assert max_diff(weights(run), weights(tmp_path / "whole")) < 1e-6
+
+
+def test_two_gloo_processes_train_to_the_end_in_the_same_format(qa_data, model_cache, tmp_path):
+    single = launch(
+        ["--set", "steps=4", "--set", "checkpoint_every=4"], qa_data, tmp_path / "one", model_cache
+    )
+    out1, _ = single.communicate(timeout=300)
+    pair = launch(["--set", "steps=4", "--set", "checkpoint_every=4"], qa_data, tmp_path / "two", model_cache,
+                  procs=2)  # fmt: skip
+    out2, _ = pair.communicate(timeout=300)
+    assert single.returncode == 0, out1
+    assert pair.returncode == 0, out2
+    one, two = complete_checkpoints(tmp_path / "one")[-1], complete_checkpoints(tmp_path / "two")[-1]
+    assert {p.name for p in two.iterdir()} == {p.name for p in one.iterdir()} | {"rng-1.safetensors"}
+    assert weights(tmp_path / "two").keys() == weights(tmp_path / "one").keys()
+    assert json.loads((two / STATE_FILE).read_text())["world"] == 2
+    result = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert result["steps"] == 4 and result["examples_per_s"] > 0
+
+
+def test_the_trained_model_folder_loads_for_embedding(qa_data, model_cache, tmp_path):
+    from components.ingestion.contract import read_tables
+    from components.modeling.embed import UserEmbedder
+    from components.modeling.factory import load_model
+
+    result = train(tiny("steps=3"), qa_data, tmp_path, cache_dir=model_cache, progress=False)
+    model = load_model(result.model_dir, model_cache)
+    assert model.lora is not None and any("lora_" in k for k in weights(tmp_path))
+    card, tables = read_tables(qa_data)
+    ids = tables.users["user_id"].tolist()[:4]
+    emb = UserEmbedder(model, card, tables)
+    a = emb.embed(ids, "What do they like?")
+    b = emb.embed(ids, None)
+    assert a.shape == (4, model.dim) and not torch.allclose(torch.from_numpy(a), torch.from_numpy(b))
