@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from components.ingestion.card import DatasetCard
 from components.ingestion.contract import TS_DTYPE, ContractTables, RawDataset, split_for
