@@ -4,6 +4,9 @@
     instructue ingest movielens-100k                  # read, validate, publish data/, version with DVC
     instructue ingest synthetic-multisource -o n_users=10000 -o noise=0.3
     instructue ingest parquet -o path=/some/folder
+    instructue synthesize movielens-100k              # UserQA records for the training users
+    instructue train --profile quick --dataset movielens-100k
+    instructue embed --dataset movielens-100k --model runs/movielens-100k-quick/model
     instructue data push | pull | status | remote URL
 
 User errors (bad input, bad options, a dataset that breaks the contract) print one message and exit
@@ -191,6 +194,58 @@ def synthesize(
     typer.echo(summary.to_text())
     if data_version is not None:
         typer.echo(f"data version: {data_version}")
+
+
+@app.command()
+def train(
+    profile: Annotated[str, typer.Option(help="tiny, quick, paper, or a YAML file")] = "quick",
+    dataset: Annotated[
+        str, typer.Option(help="an ingested, synthesised dataset under data/")
+    ] = "movielens-100k",
+    cfg: Annotated[
+        list[str], typer.Option("--set", help="override key=value, e.g. steps=50 or model.max_events=32")
+    ] = [],  # noqa: B006
+    resume: Annotated[bool, typer.Option(help="continue from the newest complete checkpoint")] = False,
+    processes: Annotated[int, typer.Option(help="data-parallel processes (torchrun; gloo on CPUs)")] = 1,
+    run_dir: Annotated[Path | None, typer.Option(help="default: runs/<dataset>-<profile>/")] = None,
+    track: Annotated[bool, typer.Option(help="log to MLflow (mlruns_config/tracking.yaml)")] = True,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Train an InstructUE model on UserQA (contrastive + next-token, LoRA); writes a model folder."""
+    quiet_telemetry()
+    from components.training.config import load_profile
+    from components.training.data import USERQA_FILE
+    from flows.settings import Paths
+
+    try:
+        if processes < 1:
+            raise ValueError(f"--processes must be >= 1, got {processes}")
+        config = load_profile(profile, cfg)
+        folder = Paths.resolve(root).data / dataset
+        if not (folder / USERQA_FILE).exists():
+            raise FileNotFoundError(
+                f"{folder / USERQA_FILE} is missing: run `instructue ingest {dataset}` and "
+                f"`instructue synthesize {dataset}` first"
+            )
+    except user_errors() as e:
+        raise fail(str(e)) from None
+    from flows.logs import tidy_cli_logs
+    from flows.train import train_flow
+
+    tidy_cli_logs(user_errors())
+    result = run_flow(
+        train_flow, dataset=dataset, profile=profile, overrides=cfg, resume=resume, processes=processes,
+        run_dir=str(run_dir) if run_dir else None, track=track, root=str(root) if root else None,
+    )  # fmt: skip
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result["final"].items()))
+    typer.echo("")
+    rates = f"{result['examples_per_s']:.1f} examples/s, {result['tokens_per_s']:.0f} tokens/s"
+    typer.echo(f"trained {config.profile} for {result['steps']} steps in {result['wall_s']:.0f} s ({rates})")
+    typer.echo(f"final losses: {losses or 'n/a (resumed at the end)'}")
+    if result.get("run_id"):
+        typer.echo(f"MLflow run: {result['run_id']}")
+    typer.echo(f"model folder: {result['model_dir']}")
+    typer.echo(f"embed with:   instructue embed --dataset {dataset} --model {result['model_dir']}")
 
 
 @app.command()

@@ -47,6 +47,7 @@ class Paths(BaseModel):
     root: Path
     data_dir: str = "data"
     quarantine_dir: str = "quarantine"
+    runs_dir: str = "runs"
 
     @property
     def data(self) -> Path:
@@ -55,6 +56,11 @@ class Paths(BaseModel):
     @property
     def quarantine(self) -> Path:
         return self.root / self.quarantine_dir
+
+    @property
+    def runs(self) -> Path:
+        """Training runs: `<runs>/<dataset>-<profile>/` with checkpoints and the final model."""
+        return self.root / self.runs_dir
 
     @classmethod
     def resolve(cls, root: Path | None = None) -> Paths:

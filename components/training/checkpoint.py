@@ -62,7 +62,7 @@ def optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], list[dict]]
     for idx, per_param in state["state"].items():
         for key, value in per_param.items():
             t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{idx}.{key}"] = t.detach().cpu().contiguous()
+            tensors[f"{idx}.{key}"] = t.detach().cpu().clone()  # never alias the live state
     return tensors, [dict(g) for g in state["param_groups"]]
 
 

@@ -5,19 +5,16 @@
     accelerate launch --config_file infra/training/accelerate-ddp.yaml -m components.training.launch ...
 
 `instructue train` (flows/) calls the same `train` function in-process for one process and this
-module through torchrun for several. Rank 0 writes `result.json` into the run folder.
+module through torchrun for several. Rank 0 writes `result.json` into the run folder (`trainer.py`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
-
-RESULT_FILE = "result.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +38,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from components.ingestion.atomic import write_text
     from components.training.config import load_profile
     from components.training.tracking import MlflowTracker
     from components.training.trainer import train
@@ -50,10 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker = None
     if args.tracking_root is not None and int(os.environ.get("RANK", "0")) == 0:  # only rank 0 logs
         tracker = MlflowTracker.from_settings(args.tracking_root)
-    result = train(config, args.data, args.run_dir, cache_dir=args.cache_dir, tracker=tracker,
+    train(config, args.data, args.run_dir, cache_dir=args.cache_dir, tracker=tracker,
                    resume=args.resume, progress=not args.no_progress)  # fmt: skip
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_text(args.run_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
     return 0
 
 

@@ -8,14 +8,16 @@ gradients; every process draws the same global batch from the sampler and trains
 AdamW, linear warm-up then cosine decay, gradient accumulation and clipping; bf16 autocast where the
 hardware has it (see `InstructUE._autocast`).
 
-A run folder holds `checkpoints/step-<n>/` (see `checkpoint.py`) and, at the end, `model/`: a model
-folder `instructue embed --model` loads. `resume=True` continues from the newest complete checkpoint
-with the weights, optimizer, scheduler, RNG and sampler position it saved, so the run ends exactly
-where an uninterrupted one would.
+A run folder holds `checkpoints/step-<n>/` (see `checkpoint.py`) and, at the end, `model/` (a model
+folder `instructue embed --model` loads) and `result.json` (steps, wall time, rates, final losses);
+`initial/` keeps the untrained starting point (same seed, LoRA at zero) for merging and comparisons.
+`resume=True` continues from the newest complete checkpoint with the weights, optimizer, scheduler,
+RNG and sampler position it saved, so the run ends exactly where an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -33,6 +35,8 @@ from components.training.tracking import NullTracker, Tracker
 log = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
+RESULT_FILE = "result.json"
+INITIAL_DIR = "initial"  # the trainable state before the first step (a model folder)
 
 
 @dataclass
@@ -165,8 +169,10 @@ def train(
         log.info("resuming from %s (step %d)", found, step)
     else:
         seed_everything(config.seed + 1000 * rank)  # dropout differs across processes, not runs
-        if not resume and ckpt.complete_checkpoints(run_dir) and main:
-            shutil.rmtree(run_dir / ckpt.CHECKPOINTS)  # a fresh run does not mix with an old one
+        if main:
+            if ckpt.complete_checkpoints(run_dir):
+                shutil.rmtree(run_dir / ckpt.CHECKPOINTS)  # a fresh run does not mix with an old one
+            save_model(model, run_dir / INITIAL_DIR)  # the step-0 state: merging measures from it
     accelerator.wait_for_everyone()
 
     objective, optimizer = accelerator.prepare(objective, optimizer)
@@ -249,6 +255,9 @@ def train(
         run_id=run_id or None,
     )  # fmt: skip
     if main:
+        from components.ingestion.atomic import write_text
+
+        write_text(run_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
         tracker.log_metrics({"run_examples_per_s": result.examples_per_s,
                              "run_tokens_per_s": result.tokens_per_s, "run_wall_s": wall}, step)  # fmt: skip
         tracker.finish("FINISHED")

@@ -99,7 +99,7 @@ def test_mlflow_gets_every_loss_term_and_rate(qa_data, model_cache, tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MlflowTracker(uri, "test-training", (tmp_path / "artifacts").as_uri())
-    result = train(tiny("steps=6", "log_every=2"), qa_data, tmp_path / "run", cache_dir=model_cache,
+    result = train(tiny("steps=6", "log_every=2", "grad_accum=2"), qa_data, tmp_path / "run", cache_dir=model_cache,
                    tracker=tracker, progress=False)  # fmt: skip
     client = MlflowClient(uri)
     run = client.get_run(result.run_id)
@@ -209,3 +209,20 @@ def test_the_trained_model_folder_loads_for_embedding(qa_data, model_cache, tmp_
     a = emb.embed(ids, "What do they like?")
     b = emb.embed(ids, None)
     assert a.shape == (4, model.dim) and not torch.allclose(torch.from_numpy(a), torch.from_numpy(b))
+
+
+def test_an_unfrozen_encoder_trains_and_is_saved(qa_data, model_cache, tmp_path):
+    from components.modeling.factory import load_model
+
+    result = train(tiny("steps=2", "model.encoder_trainable=true"), qa_data, tmp_path, cache_dir=model_cache,
+                   progress=False)  # fmt: skip
+    saved = weights(tmp_path)
+    encoder_keys = [k for k in saved if k.startswith("encoder_net.")]
+    assert encoder_keys
+    fresh = load_file(str(Path(model_cache) / "backbones" / "tiny-random-bert" / "model.safetensors"))
+    changed = [k for k in encoder_keys if not torch.equal(saved[k], fresh[k.removeprefix("encoder_net.")])]
+    assert changed  # the encoder's own weights moved
+    model = load_model(result.model_dir, model_cache)
+    assert torch.equal(
+        model.encoder_net.state_dict()[changed[0].removeprefix("encoder_net.")], saved[changed[0]]
+    )
