@@ -114,8 +114,9 @@ def main() -> None:
     print(f"training: {figures['steps']} steps, {figures['wall_s']:.0f} s wall, "
           f"{figures['tokens_per_s']:.0f} tokens/s, {figures['examples_per_s']:.2f} examples/s, "
           f"final losses {figures['final']}")  # fmt: skip
+    name = "train_quick" + ("" if args.C == 1.0 else f"_C{args.C:g}")
     write_result(
-        ROOT / "benchmarks" / "results" / ("train_quick" + ("" if args.C == 1.0 else f"_C{args.C:g}") + ".json"),
+        ROOT / "benchmarks" / "results" / f"{name}.json",
         {
             "benchmark": "train_quick", "machine": machine(), "dataset": args.dataset,
             "profile": config.model_dump(mode="json"), "training": figures, "probe_users": len(probe_ids),
