@@ -87,7 +87,7 @@ def build_model(
     encoder = None
     if config.input_mode is InputMode.MULTI_ENCODER:
         encoder = load_encoder(config, device, cache_dir)
-    spec = spec_for(card, users, encoder.encoder.dim if encoder else None)
+    spec = spec_for(card, users, encoder.dim if encoder else None)
     return InstructUE(backbone, tokenizer, spec, config, encoder).to(device)
 
 
