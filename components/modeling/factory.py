@@ -22,6 +22,7 @@ from components.modeling.adapters import TabularSpec
 from components.modeling.config import InputMode, ModelConfig
 from components.modeling.lora import LoraSettings
 from components.modeling.model import InstructUE, ModelSpec
+from components.modeling.tmole import TMoLESettings
 
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -109,6 +110,8 @@ def write_model_files(model: InstructUE, folder: Path) -> Path:
     meta = {"config": model.config.model_dump(mode="json"), "spec": model.spec.to_dict()}
     if model.lora is not None:
         meta["lora"] = model.lora.model_dump(mode="json")
+    if model.tmole is not None:
+        meta["tmole"] = model.tmole.settings.model_dump(mode="json")
     (folder / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     save_file(trainable_state(model), str(folder / WEIGHTS_FILE), metadata={"format": "instructue"})
     model.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
@@ -161,6 +164,8 @@ def load_model(
     model = InstructUE(backbone, tokenizer, spec, config, encoder)
     if meta.get("lora"):
         model.add_lora(LoraSettings.model_validate(meta["lora"]))
+    if meta.get("tmole"):
+        model.add_tmole(TMoLESettings.model_validate(meta["tmole"]))
     state = load_file(str(folder / WEIGHTS_FILE))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 LORA_MARK = "lora_"
+ADAPTER_MARKS = (LORA_MARK, "tmole_")  # trainable backbone parameters: LoRA and TMoLE experts/routers
 
 
 class LoraSettings(BaseModel):
@@ -53,7 +54,7 @@ def apply_lora(backbone: nn.Module, settings: LoraSettings) -> nn.Module:
 def mark_trainable(backbone: nn.Module) -> None:
     """Freezing in one place: the backbone's base weights are frozen, its adapter weights train."""
     for name, p in backbone.named_parameters():
-        p.requires_grad_(LORA_MARK in name)
+        p.requires_grad_(any(mark in name for mark in ADAPTER_MARKS))
 
 
 def lora_parameters(backbone: nn.Module) -> dict[str, nn.Parameter]:

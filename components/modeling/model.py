@@ -22,8 +22,9 @@ from torch import nn
 from components.modeling.adapters import SourceAdapter, TabularEmbedder, TabularSpec
 from components.modeling.config import InputMode, ModelConfig, Pooling
 from components.modeling.inputs import Plan, append_suffix, multi_encoder_rows, text_rows
-from components.modeling.lora import LoraSettings, apply_lora
+from components.modeling.lora import LoraSettings, apply_lora, mark_trainable
 from components.modeling.profile import UserProfile
+from components.modeling.tmole import INSTRUCTION, UNIVERSAL, Branch, Route, TMoLE, TMoLESettings, routed
 from components.modeling.tokens import USER_TOKEN, TokenEmbedder, add_to_tokenizer, special_tokens
 
 SPEC_VERSION = 1
@@ -80,6 +81,7 @@ class InstructUE(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         self.lora: LoraSettings | None = None
+        self.tmole: TMoLE | None = None
         d = backbone.get_input_embeddings().embedding_dim
         self.dim = d
         tokens = special_tokens(spec.sources)
@@ -102,6 +104,26 @@ class InstructUE(nn.Module):
         apply_lora(self.backbone, settings)
         self.lora = settings
         return self
+
+    def add_tmole(self, settings: TMoLESettings) -> InstructUE:
+        """TMoLE experts on the backbone's projections (see `tmole.py`), routed by task and branch."""
+        self.tmole = TMoLE(settings).to(self.device)
+        self.tmole.wrap(self.backbone)
+        self.backbone.to(self.device)
+        mark_trainable(self.backbone)
+        return self
+
+    def route(self, tasks: list[str], branch: Branch = Branch.EMBEDDING) -> Route | None:
+        """The route of a batch whose sequences belong to `tasks` (None for a model without TMoLE)."""
+        if self.tmole is None:
+            return None
+        return self.tmole.route([self.tmole.settings.task_id(t) for t in tasks], branch)
+
+    @staticmethod
+    def inference_task(instruction: str | None) -> str:
+        """The route of an embedding request: `universal` without an instruction, else the generic
+        `instruction` task (trained on a share of every family's records)."""
+        return UNIVERSAL if instruction is None else INSTRUCTION
 
     # -- inputs ---------------------------------------------------------------------------------
     @property
@@ -190,8 +212,8 @@ class InstructUE(nn.Module):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _decoder(self, embeds, mask, positions, cache=None):
-        with self._autocast():
+    def _decoder(self, embeds, mask, positions, cache=None, route: Route | None = None):
+        with self._autocast(), routed(self.tmole, route):
             return self.backbone.base_model(
                 inputs_embeds=embeds,
                 attention_mask=mask,
@@ -216,25 +238,43 @@ class InstructUE(nn.Module):
         plan = append_suffix(batch.plan, suffix)
         mask = plan.mask.to(self.device)
         positions = (torch.arange(plan.codes.shape[1], device=self.device)[None, :]).expand_as(mask)
-        out = self._decoder(self.input_embeddings(plan, soft), mask, positions)
+        route = self.route([self.inference_task(instruction)] * len(plan.lengths))
+        out = self._decoder(self.input_embeddings(plan, soft), mask, positions, route=route)
         return self._pool(out.last_hidden_state, plan)
 
     def embed(self, batch: UserBatch, instructions: list[str | None]) -> list[torch.Tensor]:
-        """Embeddings under each instruction, the user block computed once (prefix reuse).
+        """Embeddings under each instruction, the user block computed once per route (prefix reuse).
 
-        All instructions then run in one pass over the cached block: their suffixes (instruction
-        tokens + `<USER>`) are laid side by side, and a 4D attention mask lets each suffix token see
-        the user's block and the earlier tokens of its own suffix only, with position ids restarting
-        at the user's true length for every suffix. The result equals one full pass per instruction.
+        All instructions of a route then run in one pass over the cached block: their suffixes
+        (instruction tokens + `<USER>`) are laid side by side, and a 4D attention mask lets each suffix
+        token see the user's block and the earlier tokens of its own suffix only, with position ids
+        restarting at the user's true length for every suffix. The result equals one full pass per
+        instruction. Without TMoLE there is one route; with it, the universal and the instructed
+        embeddings each have theirs (the block's keys and values depend on the route).
         """
         soft = self.soft_tokens(batch)
+        groups: dict[str, list[int]] = {}
+        for k, instruction in enumerate(instructions):
+            key = self.inference_task(instruction) if self.tmole is not None else ""
+            groups.setdefault(key, []).append(k)
+        out: list[torch.Tensor | None] = [None] * len(instructions)
+        for task, members in groups.items():
+            route = self.route([task] * len(batch.plan.lengths)) if task else None
+            vectors = self._embed_route(batch, soft, [instructions[k] for k in members], route)
+            for k, v in zip(members, vectors, strict=True):
+                out[k] = v
+        return out
+
+    def _embed_route(
+        self, batch: UserBatch, soft, instructions: list[str | None], route
+    ) -> list[torch.Tensor]:
         plan = batch.plan
         mask = plan.mask.to(self.device)
         B, L = plan.codes.shape
         positions = torch.arange(L, device=self.device)[None, :].expand_as(mask)
         from transformers import DynamicCache
 
-        prefix = self._decoder(self.input_embeddings(plan, soft), mask, positions, DynamicCache())
+        prefix = self._decoder(self.input_embeddings(plan, soft), mask, positions, DynamicCache(), route)
         suffixes = [self._suffix(i) for i in instructions]
         seg = torch.cat([torch.full((len(x),), k) for k, x in enumerate(suffixes)]).to(self.device)
         offset = torch.cat([torch.arange(len(x)) for x in suffixes]).to(self.device)
@@ -249,6 +289,7 @@ class InstructUE(nn.Module):
             self._mask_4d(visible[:, None]),
             plan.lengths.to(self.device)[:, None] + offset[None, :],
             prefix.past_key_values,
+            route,
         ).last_hidden_state  # (B, T, d)
         ends = torch.cumsum(torch.tensor([len(x) for x in suffixes], device=self.device), 0)
         if self.config.pooling is Pooling.USER_TOKEN:
