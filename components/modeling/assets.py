@@ -238,8 +238,16 @@ def _converted(gguf: Path, target: Path) -> Path:
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """Write a float32 safetensors copy of the GGUF model and its tokenizer into `out`."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # from_config initialises weights randomly: keep the caller's RNG stream as it was, so a first
+    # run (which converts) and a later run (which reads the cache) train from the same seed alike
+    with torch.random.fork_rng(devices=[]):
+        _convert(gguf, out, AutoModelForCausalLM, AutoTokenizer)
+
+
+def _convert(gguf: Path, out: Path, AutoModelForCausalLM, AutoTokenizer) -> None:  # noqa: N803
     kwargs = {"gguf_file": gguf.name, "local_files_only": True}
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)

@@ -39,13 +39,15 @@ def build_tiny_backbone(folder: Path, seed: int = 0) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = _copy_tokenizer(folder)
-    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         initializer_range=0.2,  # 10x the default: a width-32 head can then move its logits by nats
     )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(folder)  # transformers 5 writes safetensors only
+    with torch.random.fork_rng(devices=[]):  # a caller's RNG stream must not depend on the cache
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)  # transformers 5 writes safetensors only
     return folder
 
 
@@ -55,11 +57,13 @@ def build_tiny_encoder(folder: Path, seed: int = 1) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = _copy_tokenizer(folder)
-    torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=vocab, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48
     )
-    BertModel(config).save_pretrained(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    model.save_pretrained(folder)
     return folder
 
 

@@ -8,6 +8,7 @@ A profile is validated once, here; every problem is reported in one message. Ove
 
 from __future__ import annotations
 
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from components.modeling.config import ModelConfig
 from components.modeling.lora import LoraSettings
+from components.modeling.tmole import TMoLESettings
+from components.training.s2sched import S2SchedConfig
 
 PROFILES = ("tiny", "quick", "paper")
+
+
+class Adapter(StrEnum):
+    LORA = "lora"  # plain LoRA through peft (RecFound's "w/o TMoLE" ablation)
+    TMOLE = "tmole"  # task-wise mixture of low-rank experts (RecFound 4.2)
+
+
+class Scheduling(StrEnum):
+    UNIFORM = "uniform"  # one permutation of all records per epoch (the "w/o S2Sched" ablation)
+    S2SCHED = "s2sched"  # RecFound 4.3
 
 
 class TrainConfig(BaseModel):
@@ -28,7 +41,14 @@ class TrainConfig(BaseModel):
 
     profile: str = "custom"
     model: ModelConfig = ModelConfig()
+    adapter: Adapter = Adapter.LORA
     lora: LoraSettings = LoraSettings()
+    tmole: TMoLESettings = TMoLESettings()  # its task registry is filled from the data at train time
+    generic_instruction_share: float = Field(
+        0.2, ge=0, le=1, description="share of instructed examples routed to the generic instruction task"
+    )
+    scheduling: Scheduling = Scheduling.UNIFORM
+    s2sched: S2SchedConfig = S2SchedConfig()
     seed: int = 0
     # -- data ----------------------------------------------------------------------------------
     families: list[str] | None = Field(None, description="UserQA families to train on; None: all")

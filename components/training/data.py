@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.modeling.tmole import UNIVERSAL
+
 USERQA_FILE = "userqa.parquet"
 
 
@@ -26,6 +28,12 @@ class Example:
     answer: str
     task_id: int
     family: str
+
+
+def task_name(example: Example) -> str:
+    """The example's task in TMoLE's registry and S2Sched's pools: its UserQA family, or
+    `universal` for the general record without an instruction."""
+    return UNIVERSAL if example.instruction is None else example.family
 
 
 class MissingUserQA(FileNotFoundError):

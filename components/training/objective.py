@@ -23,7 +23,8 @@ from components.modeling.config import Pooling
 from components.modeling.inputs import Plan
 from components.modeling.model import InstructUE
 from components.modeling.profile import UserProfile
-from components.training.data import Example
+from components.modeling.tmole import Branch
+from components.training.data import Example, task_name
 from components.training.losses import IGNORE, LossTerms, info_nce, joint_loss, next_token_loss, shift_labels
 
 
@@ -72,9 +73,54 @@ class Objective(nn.Module):
             self._answers[answer] = ids
         return ids
 
-    def forward(self, examples: list[Example]) -> StepOutput:
+    def forward(
+        self,
+        emb: list[Example],
+        gen: list[Example],
+        emb_tasks: list[str] | None = None,
+        gen_tasks: list[str] | None = None,
+    ) -> StepOutput:
+        """Loss terms of one micro-batch: `emb` feeds the embedding branch, `gen` the generative one.
+
+        `*_tasks` name each example's TMoLE route (ignored without TMoLE). When the generative
+        examples are the first ones of the embedding examples (or the reverse) and no routing tells
+        the branches apart, one pass serves both (see the module docstring).
+        """
         s, m = self.settings, self.model
-        n_emb, n_gen = min(s.n_embedding, len(examples)), min(s.n_generative, len(examples))
+        shared = m.tmole is None and (emb[: len(gen)] == gen or gen[: len(emb)] == emb)
+        tokens, lm, cl = 0, None, None
+        if shared:
+            union = emb if len(emb) >= len(gen) else gen
+            hidden, mask, target, user_pos, n = self._user_pass(union, len(gen), None)
+            tokens += n
+            users = self._pool(hidden[: len(emb)], mask[: len(emb)], user_pos[: len(emb)]) if emb else None
+            lm = self._lm(hidden, target) if gen else None
+        else:
+            users = None
+            if emb:
+                route = m.route(emb_tasks or [], Branch.EMBEDDING) if m.tmole is not None else None
+                hidden, mask, _, user_pos, n = self._user_pass(emb, 0, route)
+                tokens += n
+                users = self._pool(hidden, mask, user_pos)
+            if gen:
+                route = m.route(gen_tasks or [], Branch.GENERATIVE) if m.tmole is not None else None
+                hidden, _, target, _, n = self._user_pass(gen, len(gen), route)
+                tokens += n
+                lm = self._lm(hidden, target)
+        if emb:
+            texts = [e.answer for e in emb]
+            route = m.route(emb_tasks or [], Branch.EMBEDDING) if m.tmole is not None else None
+            answers, n = self._embed_answers(texts, route)
+            tokens += n
+            same = torch.tensor([[a == b for b in texts] for a in texts], device=m.device)
+            cl = info_nce(users, answers, s.temperature, s.margin, s.same_side, known_positive=same)
+        examples = len(set(map(id, emb)) | set(map(id, gen)))
+        return StepOutput(joint_loss(lm, cl, s.alpha_lm, s.alpha_cl), tokens, examples)
+
+    def _user_pass(self, examples: list[Example], n_answers: int, route):
+        """[block][instruction]<USER> for every example, plus [answer]<eos> for the first
+        `n_answers`; returns hidden states, mask, next-token targets, `<USER>` positions, tokens."""
+        m = self.model
         uids = [e.user_id for e in examples]
         batch = m.batch([self.profiles[u] for u in uids], self.users.loc[uids].reset_index(drop=True))
         soft = m.soft_tokens(batch)
@@ -82,7 +128,7 @@ class Objective(nn.Module):
         for i, e in enumerate(examples):
             block = batch.plan.codes[i, : int(batch.plan.lengths[i])].tolist()
             prompt = block + m._suffix(e.instruction)
-            answer = self.answer_ids(e.answer) if i < n_gen else []
+            answer = self.answer_ids(e.answer) if i < n_answers else []
             rows.append(prompt + answer)
             labels.append([IGNORE] * len(prompt) + answer)  # Eq. 1 only on answer tokens
             user_pos.append(len(prompt) - 1)
@@ -90,30 +136,17 @@ class Objective(nn.Module):
         target = torch.full(plan.codes.shape, IGNORE, dtype=torch.long)
         for i, lab in enumerate(labels):
             target[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
-        target = target.to(m.device)
         mask = plan.mask.to(m.device)
         positions = torch.arange(plan.codes.shape[1], device=m.device)[None, :].expand_as(mask)
-        hidden = m._decoder(m.input_embeddings(plan, soft), mask, positions).last_hidden_state
-        tokens = int(plan.lengths.sum())
+        hidden = m._decoder(m.input_embeddings(plan, soft), mask, positions, route=route).last_hidden_state
+        return hidden, mask, target.to(m.device), user_pos, int(plan.lengths.sum())
 
-        lm = None
-        if n_gen:
-            predict = shift_labels(target)  # position t predicts the token at t + 1
-            keep = predict != IGNORE
-            with m._autocast():
-                logits = m.backbone.get_output_embeddings()(hidden[keep])
-            lm = next_token_loss(logits, predict[keep])
-
-        cl = None
-        if n_emb:
-            users = self._pool(hidden[:n_emb], mask[:n_emb], user_pos[:n_emb])
-            texts = [e.answer for e in examples[:n_emb]]
-            answers, n_tok = self._embed_answers(texts)
-            tokens += n_tok
-            same = torch.tensor([[a == b for b in texts] for a in texts], device=m.device)
-            cl = info_nce(users, answers, s.temperature, s.margin, s.same_side, known_positive=same)
-
-        return StepOutput(joint_loss(lm, cl, s.alpha_lm, s.alpha_cl), tokens, len(examples))
+    def _lm(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        predict = shift_labels(target)  # position t predicts the token at t + 1
+        keep = predict != IGNORE
+        with self.model._autocast():
+            logits = self.model.backbone.get_output_embeddings()(hidden[keep])
+        return next_token_loss(logits, predict[keep])
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, user_pos: list[int]) -> torch.Tensor:
         pos = torch.tensor(user_pos, device=hidden.device)
@@ -122,14 +155,14 @@ class Objective(nn.Module):
         upto = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] <= pos[:, None]).unsqueeze(-1)
         return (hidden.float() * upto).sum(1) / upto.sum(1)
 
-    def _embed_answers(self, texts: list[str]) -> tuple[torch.Tensor, int]:
+    def _embed_answers(self, texts: list[str], route=None) -> tuple[torch.Tensor, int]:
         """Answers through the same backbone (and adapters), last token's hidden state."""
         m = self.model
         rows = [m._tokenize(t)[: self.settings.max_answer_tokens] or [self.eos or 0] for t in texts]
         plan = Plan.pad(rows)
         mask = plan.mask.to(m.device)
         positions = torch.arange(plan.codes.shape[1], device=m.device)[None, :].expand_as(mask)
-        hidden = m._decoder(m.tokens(plan.codes.to(m.device)), mask, positions).last_hidden_state
+        hidden = m._decoder(m.tokens(plan.codes.to(m.device)), mask, positions, route=route).last_hidden_state
         last = (plan.lengths - 1).to(m.device)
         return hidden[torch.arange(len(rows), device=m.device), last].float(), int(plan.lengths.sum())
 
@@ -146,9 +179,33 @@ def evaluate(objective: Objective, examples: list[Example], batch: int = 16) -> 
             chunk = examples[start : start + batch]
             if len(chunk) < 2:
                 break
-            for k, v in objective(chunk).terms.detached().items():
+            tasks = [task_name(e) for e in chunk]
+            n_emb, n_gen = objective.settings.n_embedding, objective.settings.n_generative
+            out = objective(chunk[:n_emb], chunk[:n_gen], tasks[:n_emb], tasks[:n_gen])
+            for k, v in out.terms.detached().items():
                 sums[k] = sums.get(k, 0.0) + v * len(chunk)
             n += len(chunk)
     finally:
         objective.train(was_training)
     return {k: v / max(1, n) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def task_losses(
+    objective: Objective, validation: dict[str, list[Example]], branches: list[str]
+) -> dict[str, dict[str, float]]:
+    """Each task's validation loss per branch (S2Sched's input): InfoNCE among the task's validation
+    examples for "embedding", the next-token loss on their answers for "generative"."""
+    was_training = objective.training
+    objective.eval()
+    out: dict[str, dict[str, float]] = {b: {} for b in branches}
+    try:
+        for task, examples in validation.items():
+            names = [task_name(e) for e in examples]
+            if "embedding" in branches:
+                out["embedding"][task] = float(objective(examples, [], names, None).terms.cl)
+            if "generative" in branches:
+                out["generative"][task] = float(objective([], examples, None, names).terms.lm)
+    finally:
+        objective.train(was_training)
+    return out

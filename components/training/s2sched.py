@@ -198,7 +198,17 @@ class _Branch:
         return {k: getattr(self, k) for k in _BRANCH_FIELDS}
 
 
-_BRANCH_FIELDS = "tasks initial steps losses slopes max_alpha max_abs_alpha ratios beta".split()
+_BRANCH_FIELDS = [
+    "tasks",
+    "initial",
+    "steps",
+    "losses",
+    "slopes",
+    "max_alpha",
+    "max_abs_alpha",
+    "ratios",
+    "beta",
+]
 
 
 class S2Sched:

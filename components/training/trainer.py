@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.training.config import TrainConfig
+from components.training.config import Adapter, Scheduling, TrainConfig
 from components.training.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,11 @@ def train(
     from components.ingestion.contract import read_tables
     from components.modeling.factory import build_model, pick_device, save_model
     from components.modeling.profile import build_profiles
+    from components.modeling.tmole import INSTRUCTION, UNIVERSAL
     from components.training import checkpoint as ckpt
-    from components.training.data import Sampler, load_examples, shard
-    from components.training.objective import Objective, ObjectiveSettings
+    from components.training.batches import ScheduledPlanner
+    from components.training.data import load_examples, task_name
+    from components.training.objective import Objective, ObjectiveSettings, task_losses
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     accelerator = Accelerator(
@@ -133,7 +135,11 @@ def train(
     card, tables = read_tables(data_dir)
     examples = load_examples(data_dir, config.families, config.max_records, config.seed)
     model = build_model(card, tables.users, config.model, cache_dir).to(accelerator.device)
-    model.add_lora(config.lora)
+    if config.adapter is Adapter.TMOLE:
+        registry = [UNIVERSAL, INSTRUCTION, *sorted({task_name(e) for e in examples} - {UNIVERSAL})]
+        model.add_tmole(config.tmole.model_copy(update={"tasks": registry}))
+    else:
+        model.add_lora(config.lora)
     user_ids = sorted({e.user_id for e in examples})
     profiles = dict(
         zip(user_ids, build_profiles(card, tables, user_ids, config.model.max_events), strict=True)
@@ -150,7 +156,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.steps, warmup, config.min_lr_ratio)
     )
-    sampler = Sampler(len(examples), config.seed)
+    planner = _planner(config, examples)
 
     step, resumed_from, run_id = 0, None, None
     config_json = config.model_dump(mode="json")
@@ -163,7 +169,7 @@ def train(
                              f"{world}: resume with the same number of processes")  # fmt: skip
         optimizer.load_state_dict(restored.optimizer)
         scheduler.load_state_dict(restored.trainer["scheduler"])
-        sampler.load_state_dict(restored.trainer["sampler"])
+        planner.load_state_dict(restored.trainer["planner"])
         step = resumed_from = int(restored.trainer["step"])
         run_id = restored.trainer.get("run_id")
         log.info("resuming from %s (step %d)", found, step)
@@ -185,19 +191,26 @@ def train(
                         "world_size": world, "data_dir": data_dir.name})  # fmt: skip
 
     # -- steps ----------------------------------------------------------------------------------------
-    per_step = config.micro_batch * config.grad_accum * world
+    sched_s = 0.0  # wall time of S2Sched's validation passes
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not (progress and main))
     window, totals = Window(), {"tokens": 0, "examples": 0, "t0": time.perf_counter(), "steps": 0}
     status, last = "FAILED", {}
     try:
         while step < config.steps:
+            if isinstance(planner, ScheduledPlanner) and planner.due(step):
+                t0 = time.perf_counter()
+                unwrapped = accelerator.unwrap_model(objective)
+                losses = task_losses(unwrapped, planner.validation, planner.branches)
+                snapshot = planner.record(step, losses)
+                sched_s += time.perf_counter() - t0
+                tracker.log_metrics(_flatten_snapshot(snapshot, sched_s), step)
             objective.train()
-            draws = shard(sampler.take(per_step), config.micro_batch, config.grad_accum, world, rank)
+            draws = planner.plan(step, world, rank)
             step_losses: dict[str, float] = {}
-            for k, idx in enumerate(draws):
+            for k, mb in enumerate(draws):
                 sync = k == len(draws) - 1
                 with accelerator.no_sync(objective) if not sync else _nullcontext():
-                    out = objective([examples[i] for i in idx])
+                    out = objective(mb.emb, mb.gen, mb.emb_tasks, mb.gen_tasks)
                     accelerator.backward(out.terms.total / config.grad_accum)
                 for name, v in out.terms.detached().items():
                     step_losses[name] = step_losses.get(name, 0.0) + v / config.grad_accum
@@ -217,7 +230,7 @@ def train(
             if step % config.log_every == 0 or step == config.steps:
                 metrics = _reduce(accelerator, window)
                 metrics["lr"] = scheduler.get_last_lr()[0]
-                metrics["epoch"] = sampler.position
+                metrics["epoch"] = planner.epoch
                 tracker.log_metrics(metrics, step)
                 bar.set_postfix(
                     {k: f"{metrics[k]:.3f}" for k in ("loss", "loss_lm", "loss_cl") if k in metrics}
@@ -230,7 +243,7 @@ def train(
             if step % config.checkpoint_every == 0 or step == config.steps:
                 trainer_state = {
                     "step": step, "world": world, "config": config_json, "run_id": run_id,
-                    "sampler": sampler.state_dict(), "scheduler": scheduler.state_dict(),
+                    "planner": planner.state_dict(), "scheduler": scheduler.state_dict(),
                     "host_rng": ckpt.host_rng(),
                 }  # fmt: skip
                 _save_checkpoint(accelerator, run_dir, step, model, optimizer, trainer_state, config)
@@ -258,10 +271,30 @@ def train(
         from components.ingestion.atomic import write_text
 
         write_text(run_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
-        tracker.log_metrics({"run_examples_per_s": result.examples_per_s,
+        tracker.log_metrics({"run_examples_per_s": result.examples_per_s, "run_s2sched_s": sched_s,
                              "run_tokens_per_s": result.tokens_per_s, "run_wall_s": wall}, step)  # fmt: skip
         tracker.finish("FINISHED")
     return result
+
+
+def _planner(config: TrainConfig, examples):
+    from components.training.batches import ScheduledPlanner, UniformPlanner
+
+    common = (examples, config.n_embedding, config.n_generative, config.grad_accum, config.seed,
+              config.generic_instruction_share)  # fmt: skip
+    if config.scheduling is Scheduling.S2SCHED:
+        return ScheduledPlanner(*common, config.s2sched, config.steps)
+    return UniformPlanner(*common)
+
+
+def _flatten_snapshot(snapshot: dict, sched_s: float) -> dict[str, float]:
+    """S2Sched's state as MLflow metrics: s2sched/<branch>/<task>/<val_loss|slope|ratio>."""
+    out = {"s2sched_eval_s": sched_s}
+    for branch, tasks in snapshot.items():
+        for task, values in tasks.items():
+            for key, value in values.items():
+                out[f"s2sched/{branch}/{task}/{key}"] = float(value)
+    return out
 
 
 class _nullcontext:

@@ -121,7 +121,7 @@ def test_checkpoints_hold_weights_optimizer_and_state(qa_data, model_cache, tmp_
     for name in ("model.json", "trainable.safetensors", OPTIMIZER_FILE, "rng-0.safetensors", STATE_FILE):
         assert (last / name).is_file(), name
     state = json.loads((last / STATE_FILE).read_text())
-    assert state["step"] == 6 and state["sampler"]["cursor"] > 0
+    assert state["step"] == 6 and state["planner"]["sampler"]["cursor"] > 0
     assert not any(p.name.startswith(".") for p in (tmp_path / "checkpoints").iterdir())
     assert max_diff(load_file(str(last / "trainable.safetensors")), weights(tmp_path)) == 0.0
 
@@ -147,8 +147,19 @@ def launch(args: list[str], qa_data: Path, run_dir: Path, cache: Path, procs: in
     )
 
 
-def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(qa_data, model_cache, tmp_path):
-    settings = ["--set", "steps=40", "--set", "checkpoint_every=5"]
+@pytest.mark.parametrize(
+    "mechanisms", [[], ["adapter=tmole", "scheduling=s2sched"]], ids=["lora", "tmole+s2sched"]
+)
+def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
+    mechanisms, qa_data, model_cache, tmp_path
+):
+    settings = [
+        "--set",
+        "steps=40",
+        "--set",
+        "checkpoint_every=5",
+        *(a for m in mechanisms for a in ("--set", m)),
+    ]
     whole = launch(settings, qa_data, tmp_path / "whole", model_cache)
     out, _ = whole.communicate(timeout=300)
     assert whole.returncode == 0, out
@@ -226,3 +237,33 @@ def test_an_unfrozen_encoder_trains_and_is_saved(qa_data, model_cache, tmp_path)
     assert torch.equal(
         model.encoder_net.state_dict()[changed[0].removeprefix("encoder_net.")], saved[changed[0]]
     )
+
+
+def test_tmole_and_s2sched_train_log_and_save_their_state(qa_data, model_cache, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from components.modeling.factory import load_model
+    from components.modeling.tmole import INSTRUCTION, UNIVERSAL
+    from components.training.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, "test-tmole", (tmp_path / "artifacts").as_uri())
+    config = tiny(
+        "steps=12", "adapter=tmole", "scheduling=s2sched", "s2sched.eval_every=3", "s2sched.warmup_ratio=0"
+    )
+    result = train(config, qa_data, tmp_path / "run", cache_dir=model_cache, tracker=tracker, progress=False)
+    model = load_model(result.model_dir, model_cache)
+    tasks = model.tmole.settings.tasks
+    assert tasks[:2] == [UNIVERSAL, INSTRUCTION] and len(tasks) > 5
+    state = json.loads((complete_checkpoints(tmp_path / "run")[-1] / STATE_FILE).read_text())
+    sched = state["planner"]["s2sched"]["branches"]
+    assert set(sched) == {"embedding", "generative"}
+    ratios = sched["embedding"]["ratios"]
+    assert abs(sum(ratios) - 1) < 1e-9 and max(ratios) - min(ratios) > 1e-6  # it moved off uniform
+    client = MlflowClient(uri)
+    keys = client.get_run(result.run_id).data.metrics
+    task = tasks[2]
+    for kind in ("val_loss", "slope", "ratio"):
+        history = client.get_metric_history(result.run_id, f"s2sched/generative/{task}/{kind}")
+        assert [m.step for m in history] == [0, 3, 6, 9], kind
+    assert "run_s2sched_s" in keys
