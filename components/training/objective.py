@@ -38,6 +38,7 @@ class ObjectiveSettings:
     alpha_lm: float = 1.0
     alpha_cl: float = 1.0
     max_answer_tokens: int = 96
+    share_pass: bool = True  # one pass for both branches where the routing allows it (module docstring)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Objective(nn.Module):
         the branches apart, one pass serves both (see the module docstring).
         """
         s, m = self.settings, self.model
-        shared = m.tmole is None and (emb[: len(gen)] == gen or gen[: len(emb)] == emb)
+        shared = s.share_pass and m.tmole is None and (emb[: len(gen)] == gen or gen[: len(emb)] == emb)
         tokens, lm, cl = 0, None, None
         if shared:
             union = emb if len(emb) >= len(gen) else gen

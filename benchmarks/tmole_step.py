@@ -1,0 +1,114 @@
+"""Training-step time with TMoLE over plain LoRA of the same rank: same backbone, same batches, one run.
+
+    python benchmarks/tmole_step.py                 # the quick profile's models on MovieLens-100k
+    python benchmarks/tmole_step.py --steps 4 --rank 16
+
+Three variants, measured in turns (A B C A B C ...) so machine noise hits them alike:
+- `lora`: plain LoRA (rank r on q/k/v/o), one shared pass for both branches (what the trainer does);
+- `lora_split`: the same LoRA with the branches in separate passes, as TMoLE needs them;
+- `tmole`: N experts of rank r per projection, routed per sample, separate passes.
+The ratio tmole / lora_split isolates the cost of the experts and routers; tmole / lora is the whole
+cost of switching a run to TMoLE. One step = forward + backward + AdamW step on one micro-batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from common import machine, write_result
+
+from components.ingestion import read_tables
+from components.modeling.factory import build_model
+from components.modeling.lora import LoraSettings
+from components.modeling.profile import build_profiles
+from components.modeling.tmole import INSTRUCTION, UNIVERSAL
+from components.training.batches import route_names
+from components.training.config import load_profile
+from components.training.data import load_examples, task_name
+from components.training.objective import Objective, ObjectiveSettings
+from components.training.trainer import seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="movielens-100k")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per variant (after one warm-up step)")
+    p.add_argument("--rank", type=int, default=16)
+    args = p.parse_args()
+    import numpy as np
+
+    config = load_profile("quick")
+    data_dir = ROOT / "data" / args.dataset
+    card, tables = read_tables(data_dir)
+    examples = load_examples(data_dir, seed=0)
+    rng = np.random.default_rng(0)
+    n = config.micro_batch
+    batches = [
+        [examples[i] for i in rng.choice(len(examples), n, replace=False)] for _ in range(args.steps + 1)
+    ]
+    ids = sorted({e.user_id for b in batches for e in b})
+    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+    registry = [UNIVERSAL, INSTRUCTION, *sorted({task_name(e) for e in examples} - {UNIVERSAL})]
+    tmole = config.tmole.model_copy(update={"tasks": registry, "r": args.rank})
+    lora = LoraSettings(r=args.rank, alpha=tmole.alpha, dropout=tmole.dropout)
+
+    variants = {}
+    for name in ("lora", "lora_split", "tmole"):
+        seed_everything(0)
+        model = build_model(card, tables.users, config.model)
+        model = model.add_tmole(tmole) if name == "tmole" else model.add_lora(lora)
+        settings = ObjectiveSettings(
+            n_embedding=config.n_embedding, n_generative=config.n_generative,
+            max_answer_tokens=config.max_answer_tokens, share_pass=name == "lora",
+        )  # fmt: skip
+        objective = Objective(model, settings, profiles, tables.users).train()
+        params = [q for q in objective.parameters() if q.requires_grad]
+        variants[name] = (objective, torch.optim.AdamW(params, lr=1e-4), sum(q.numel() for q in params))
+
+    def step(name: str, batch) -> float:
+        objective, opt, _ = variants[name]
+        tasks = route_names(batch, config.generic_instruction_share, np.random.default_rng(1))
+        t0 = time.perf_counter()
+        out = objective(batch[: config.n_embedding], batch[: config.n_generative],
+                        tasks[: config.n_embedding], tasks[: config.n_generative])  # fmt: skip
+        out.terms.total.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for name in variants:  # warm-up: first-call allocations, encoder cache
+        step(name, batches[0])
+    for b in batches[1:]:
+        for name in variants:
+            times[name].append(step(name, b))
+        print({k: round(v[-1], 2) for k, v in times.items()})
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print()
+    print("| variant | trainable parameters | median step (s) | vs lora | vs lora_split |")
+    print("|---|---:|---:|---:|---:|")
+    for k in variants:
+        print(f"| {k} | {variants[k][2]:,} | {med[k]:.2f} | {med[k] / med['lora']:.2f}x | "
+              f"{med[k] / med['lora_split']:.2f}x |")  # fmt: skip
+    write_result(
+        ROOT / "benchmarks" / "results" / "tmole_step.json",
+        {
+            "benchmark": "tmole_step", "machine": machine(), "dataset": args.dataset, "rank": args.rank,
+            "micro_batch": n, "n_embedding": config.n_embedding, "n_generative": config.n_generative,
+            "experts": tmole.n_experts, "bf16": bool(variants["lora"][0].model._uses_bf16()),
+            "step_s": times, "median_s": med,
+            "ratio_tmole_over_lora": med["tmole"] / med["lora"],
+            "ratio_tmole_over_lora_split": med["tmole"] / med["lora_split"],
+            "trainable_params": {k: v[2] for k, v in variants.items()},
+        },
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
