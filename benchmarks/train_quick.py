@@ -4,9 +4,10 @@ embeddings probed on the card's six tasks (logistic regression, 50/50 split, 5 s
     instructue train --profile quick --dataset movielens-100k      # writes runs/movielens-100k-quick/
     python benchmarks/train_quick.py                               # probes it against the untrained model
     python benchmarks/train_quick.py --train                       # trains first (same code, no Prefect)
+    python benchmarks/train_quick.py --run-dir runs/quick-tmole --set scheduling=uniform --tag tmole
 
-The untrained model is the trained run's starting point: the same seed builds the same adapters and
-token rows, and LoRA starts at zero. Both are probed on universal embeddings (no instruction) and on
+The untrained model is the trained run's starting point (`<run>/initial/`; for older runs the same
+seed rebuilds the same adapters and token rows, with LoRA at zero). Both are probed on universal embeddings (no instruction) and on
 embeddings under each task's manual instruction from the dataset card.
 """
 
@@ -27,7 +28,7 @@ from components.modeling.embed import UserEmbedder
 from components.modeling.factory import build_model, load_model
 from components.training.checkpoint import STATE_FILE, latest_checkpoint
 from components.training.config import TrainConfig, load_profile
-from components.training.trainer import RESULT_FILE, seed_everything, train
+from components.training.trainer import INITIAL_DIR, RESULT_FILE, seed_everything, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,7 @@ def main() -> None:
     p.add_argument("--dataset", default="movielens-100k")
     p.add_argument("--run-dir", type=Path, default=None, help="default: runs/<dataset>-quick")
     p.add_argument("--train", action="store_true", help="train the quick profile first")
+    p.add_argument("--tag", default="", help="suffix of the results file (train_quick_<tag>.json)")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="profile override key=value")
     args = p.parse_args()
@@ -90,8 +92,11 @@ def main() -> None:
 
     card, tables = read_tables(data_dir)
     probe_ids = tables.users.loc[tables.users["split"] == "probe", "user_id"].astype(int).tolist()
-    seed_everything(config.seed)  # the trainer's starting point: same seed, same fresh weights
-    untrained = build_model(card, tables.users, config.model).add_lora(config.lora).eval()
+    if (run_dir / INITIAL_DIR).is_dir():  # the run's own starting point
+        untrained = load_model(run_dir / INITIAL_DIR)
+    else:  # runs that predate initial/: the same seed builds the same fresh weights, adapters at zero
+        seed_everything(config.seed)
+        untrained = build_model(card, tables.users, config.model).add_lora(config.lora).eval()
     results = {"untrained": probe_model(untrained, card, tables, probe_ids, args.C)}
     del untrained
     trained = load_model(run_dir / "model")
@@ -114,7 +119,7 @@ def main() -> None:
     print(f"training: {figures['steps']} steps, {figures['wall_s']:.0f} s wall, "
           f"{figures['tokens_per_s']:.0f} tokens/s, {figures['examples_per_s']:.2f} examples/s, "
           f"final losses {figures['final']}")  # fmt: skip
-    name = "train_quick" + ("" if args.C == 1.0 else f"_C{args.C:g}")
+    name = "train_quick" + (f"_{args.tag}" if args.tag else "") + ("" if args.C == 1.0 else f"_C{args.C:g}")
     write_result(
         ROOT / "benchmarks" / "results" / f"{name}.json",
         {
