@@ -7,8 +7,8 @@ embeddings probed on the card's six tasks (logistic regression, 50/50 split, 5 s
     python benchmarks/train_quick.py --run-dir runs/quick-tmole --set scheduling=uniform --tag tmole
 
 The untrained model is the trained run's starting point (`<run>/initial/`; for older runs the same
-seed rebuilds the same adapters and token rows, with LoRA at zero). Both are probed on universal embeddings (no instruction) and on
-embeddings under each task's manual instruction from the dataset card.
+seed rebuilds the same adapters and token rows, with LoRA at zero). Both are probed on universal
+embeddings (no instruction) and on embeddings under each task's manual instruction from the card.
 """
 
 from __future__ import annotations
