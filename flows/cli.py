@@ -242,6 +242,9 @@ def train(
     rates = f"{result['examples_per_s']:.1f} examples/s, {result['tokens_per_s']:.0f} tokens/s"
     typer.echo(f"trained {config.profile} for {result['steps']} steps in {result['wall_s']:.0f} s ({rates})")
     typer.echo(f"final losses: {losses or 'n/a (resumed at the end)'}")
+    if result.get("s2sched_s"):
+        share = result["s2sched_s"] / max(result["wall_s"], 1e-9)
+        typer.echo(f"S2Sched validation passes: {result['s2sched_s']:.0f} s ({share:.1%} of training)")
     if result.get("run_id"):
         typer.echo(f"MLflow run: {result['run_id']}")
     typer.echo(f"model folder: {result['model_dir']}")

@@ -50,6 +50,7 @@ class TrainResult:
     tokens_per_s: float
     final: dict[str, float] = field(default_factory=dict)  # mean losses over the last log window
     run_id: str | None = None
+    s2sched_s: float = 0.0  # wall time of S2Sched's validation passes (in wall_s)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -265,7 +266,7 @@ def train(
         tokens_per_s=totals["tokens"] / wall if wall else 0.0,
         final={k: v for k, v in (last if step > (resumed_from or 0) else {}).items()
                if k.startswith("loss")},
-        run_id=run_id or None,
+        run_id=run_id or None, s2sched_s=sched_s,
     )  # fmt: skip
     if main:
         from components.ingestion.atomic import write_text
