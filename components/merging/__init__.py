@@ -1,0 +1,1 @@
+"""Model Merge (RecFound 4.4): TIES over checkpoints of one run."""
