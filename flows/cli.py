@@ -252,6 +252,37 @@ def train(
 
 
 @app.command()
+def merge(
+    run: Annotated[Path, typer.Option(help="a training run folder (runs/<dataset>-<profile>)")],
+    checkpoint: Annotated[
+        list[Path], typer.Option(help="checkpoint folders to merge (repeatable); default: the last --last")
+    ] = [],  # noqa: B006
+    last: Annotated[int, typer.Option(help="merge the run's last K complete checkpoints")] = 2,
+    density: Annotated[float, typer.Option(help="TIES: share of each task vector kept")] = 0.2,
+    order: Annotated[
+        str, typer.Option(help="trim_first (TIES paper) or elect_first (RecFound code)")
+    ] = "trim_first",
+    out: Annotated[Path | None, typer.Option(help="default: <run>/merged")] = None,
+) -> None:
+    """Merge checkpoints of one run with TIES into a model folder (RecFound 4.4)."""
+    from components.merging.merge import merge_run
+    from components.merging.ties import Order
+    from components.training.checkpoint import complete_checkpoints
+
+    try:
+        chosen = list(checkpoint) or complete_checkpoints(run)[-last:]
+        if len(chosen) < 2:
+            raise ValueError(f"{run}: merging needs at least 2 checkpoints, found {len(chosen)}")
+        report = merge_run(run, chosen, out or run / "merged", density, Order(order))
+    except (*user_errors(), KeyError) as e:
+        raise fail(str(e)) from None
+    folder = out or run / "merged"
+    typer.echo(f"merged {len(report.checkpoints)} checkpoints (density {density}, {order}) into {folder}")
+    worst = report.max_truncation_error
+    typer.echo(f"{report.factor_pairs} factor pairs; worst rank-r truncation error {worst:.1%}")
+
+
+@app.command()
 def embed(
     dataset: Annotated[str, typer.Option(help="an ingested dataset under data/")] = "movielens-100k",
     model: Annotated[
