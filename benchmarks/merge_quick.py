@@ -40,8 +40,8 @@ def main() -> None:
     print("|---|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['universal']:.4f} | {r['manual']:.4f} |")
-    write_result(ROOT / "benchmarks" / "results" / f"merge_quick_{args.run_dir.name}.json",
-                 {"benchmark": "merge_quick", "machine": machine(), "run": args.run_dir.name, "results": rows})  # fmt: skip
+    report = {"benchmark": "merge_quick", "machine": machine(), "run": args.run_dir.name, "results": rows}
+    write_result(ROOT / "benchmarks" / "results" / f"merge_quick_{args.run_dir.name}.json", report)
 
 
 if __name__ == "__main__":
