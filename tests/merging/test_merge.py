@@ -75,3 +75,12 @@ def test_a_tiny_run_merges_into_a_loadable_model(qa_data, model_cache, tmp_path)
     assert report.factor_pairs > 0 and len(report.checkpoints) == 3
     model = load_model(tmp_path / "merged", model_cache)
     assert model.tmole is not None
+
+
+def test_merge_cli_refuses_a_run_without_two_checkpoints(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["merge", "--run", str(tmp_path)])
+    assert result.exit_code == 2 and "at least 2 checkpoints" in result.output
