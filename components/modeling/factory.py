@@ -103,6 +103,16 @@ def trainable_state(model: InstructUE) -> dict[str, torch.Tensor]:
     }
 
 
+def load_trainable(model: InstructUE, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load trainable weights; returns the keys the model needed but did not get (the frozen backbone's
+    base weights are not expected, its LoRA/TMoLE weights are) and the keys it does not know."""
+    from components.modeling.lora import ADAPTER_MARKS
+
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    needed = [k for k in missing if not k.startswith("backbone.") or any(m in k for m in ADAPTER_MARKS)]
+    return needed, list(unexpected)
+
+
 def write_model_files(model: InstructUE, folder: Path) -> Path:
     """Write `model.json`, the trainable weights and the tokenizer into an existing folder."""
     from safetensors.torch import save_file
@@ -167,8 +177,7 @@ def load_model(
     if meta.get("tmole"):
         model.add_tmole(TMoLESettings.model_validate(meta["tmole"]))
     state = load_file(str(folder / WEIGHTS_FILE))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("backbone.")]
+    missing, unexpected = load_trainable(model, state)
     if missing or unexpected:
         raise ModelFolderError(
             f"{folder}: weights do not match the model (missing {missing}, unexpected {unexpected})"

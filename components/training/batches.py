@@ -47,10 +47,6 @@ def route_names(examples: list[Example], generic_share: float, rng: np.random.Ge
     ]
 
 
-def _split(draw: list[int], per: int, accum: int, world: int, rank: int) -> list[list[int]]:
-    return shard(draw, per, accum, world, rank) if per else [[] for _ in range(accum)]
-
-
 class UniformPlanner:
     def __init__(self, examples: list[Example], n_emb: int, n_gen: int, accum: int, seed: int,
                  generic_share: float):  # fmt: skip
@@ -135,7 +131,7 @@ class ScheduledPlanner:
             total = per * self.accum * world
             composed = self.pools.compose(self.scheduler.counts(branch, total))
             composed = rng.permutation(composed).tolist()  # every micro-batch gets a share of each task
-            draws[branch] = _split(composed, per, self.accum, world, rank)
+            draws[branch] = shard(composed, per, self.accum, world, rank)
         out = []
         for emb_idx, gen_idx in zip(draws[EMBEDDING], draws[GENERATIVE], strict=True):
             emb = [self.examples[i] for i in emb_idx]

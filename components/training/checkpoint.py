@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.modeling.factory import WEIGHTS_FILE, write_model_files
+from components.modeling.factory import WEIGHTS_FILE, load_trainable, write_model_files
 from components.modeling.model import InstructUE
 
 CHECKPOINTS = "checkpoints"
@@ -146,8 +146,7 @@ def read_checkpoint(folder: Path, model: InstructUE, rank: int) -> Restored:
     from safetensors.torch import load_file
 
     weights = load_file(str(folder / WEIGHTS_FILE))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if not k.startswith("backbone.") or "lora_" in k]
+    missing, unexpected = load_trainable(model, weights)
     if missing or unexpected:
         raise ValueError(f"{folder}: weights do not match the model (missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]})")  # fmt: skip

@@ -13,6 +13,7 @@ second, short pass.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -65,14 +66,16 @@ class Objective(nn.Module):
         self.eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
         self._answers: dict[str, list[int]] = {}
 
-    def answer_ids(self, answer: str) -> list[int]:
-        """Answer tokens, truncated, then eos: the generative target (cached: answers recur)."""
+    def answer_tokens(self, answer: str) -> list[int]:
+        """The answer's tokens, truncated (cached: answers recur across steps)."""
         ids = self._answers.get(answer)
         if ids is None:
-            ids = self.model._tokenize(answer)[: self.settings.max_answer_tokens]
-            ids = ids + ([self.eos] if self.eos is not None else [])
-            self._answers[answer] = ids
+            ids = self._answers[answer] = self.model._tokenize(answer)[: self.settings.max_answer_tokens]
         return ids
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """The generative target: the answer's tokens, then eos."""
+        return self.answer_tokens(answer) + ([self.eos] if self.eos is not None else [])
 
     def forward(
         self,
@@ -89,6 +92,7 @@ class Objective(nn.Module):
         """
         s, m = self.settings, self.model
         shared = s.share_pass and m.tmole is None and (emb[: len(gen)] == gen or gen[: len(emb)] == emb)
+        emb_route = m.route(emb_tasks or [], Branch.EMBEDDING)  # None without TMoLE
         tokens, lm, cl = 0, None, None
         if shared:
             union = emb if len(emb) >= len(gen) else gen
@@ -99,19 +103,17 @@ class Objective(nn.Module):
         else:
             users = None
             if emb:
-                route = m.route(emb_tasks or [], Branch.EMBEDDING) if m.tmole is not None else None
-                hidden, mask, _, user_pos, n = self._user_pass(emb, 0, route)
+                hidden, mask, _, user_pos, n = self._user_pass(emb, 0, emb_route)
                 tokens += n
                 users = self._pool(hidden, mask, user_pos)
             if gen:
-                route = m.route(gen_tasks or [], Branch.GENERATIVE) if m.tmole is not None else None
+                route = m.route(gen_tasks or [], Branch.GENERATIVE)
                 hidden, _, target, _, n = self._user_pass(gen, len(gen), route)
                 tokens += n
                 lm = self._lm(hidden, target)
         if emb:
             texts = [e.answer for e in emb]
-            route = m.route(emb_tasks or [], Branch.EMBEDDING) if m.tmole is not None else None
-            answers, n = self._embed_answers(texts, route)
+            answers, n = self._embed_answers(texts, emb_route)
             tokens += n
             same = torch.tensor([[a == b for b in texts] for a in texts], device=m.device)
             cl = info_nce(users, answers, s.temperature, s.margin, s.same_side, known_positive=same)
@@ -159,7 +161,7 @@ class Objective(nn.Module):
     def _embed_answers(self, texts: list[str], route=None) -> tuple[torch.Tensor, int]:
         """Answers through the same backbone (and adapters), last token's hidden state."""
         m = self.model
-        rows = [m._tokenize(t)[: self.settings.max_answer_tokens] or [self.eos or 0] for t in texts]
+        rows = [self.answer_tokens(t) or [self.eos or 0] for t in texts]
         plan = Plan.pad(rows)
         mask = plan.mask.to(m.device)
         positions = torch.arange(plan.codes.shape[1], device=m.device)[None, :].expand_as(mask)
@@ -168,14 +170,23 @@ class Objective(nn.Module):
         return hidden[torch.arange(len(rows), device=m.device), last].float(), int(plan.lengths.sum())
 
 
-@torch.no_grad()
-def evaluate(objective: Objective, examples: list[Example], batch: int = 16) -> dict[str, float]:
-    """Mean loss terms over `examples` in eval mode (no dropout, no gradients), in fixed batches."""
+@contextmanager
+def _evaluating(objective: Objective):
+    """Eval mode (no dropout) and no gradients for the block; the previous mode afterwards."""
     was_training = objective.training
     objective.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        objective.train(was_training)
+
+
+def evaluate(objective: Objective, examples: list[Example], batch: int = 16) -> dict[str, float]:
+    """Mean loss terms over `examples` in eval mode (no dropout, no gradients), in fixed batches."""
     sums: dict[str, float] = {}
     n = 0
-    try:
+    with _evaluating(objective):
         for start in range(0, len(examples), batch):
             chunk = examples[start : start + batch]
             if len(chunk) < 2:
@@ -186,27 +197,20 @@ def evaluate(objective: Objective, examples: list[Example], batch: int = 16) -> 
             for k, v in out.terms.detached().items():
                 sums[k] = sums.get(k, 0.0) + v * len(chunk)
             n += len(chunk)
-    finally:
-        objective.train(was_training)
     return {k: v / max(1, n) for k, v in sums.items()}
 
 
-@torch.no_grad()
 def task_losses(
     objective: Objective, validation: dict[str, list[Example]], branches: list[str]
 ) -> dict[str, dict[str, float]]:
     """Each task's validation loss per branch (S2Sched's input): InfoNCE among the task's validation
     examples for "embedding", the next-token loss on their answers for "generative"."""
-    was_training = objective.training
-    objective.eval()
     out: dict[str, dict[str, float]] = {b: {} for b in branches}
-    try:
+    with _evaluating(objective):
         for task, examples in validation.items():
             names = [task_name(e) for e in examples]
             if "embedding" in branches:
                 out["embedding"][task] = float(objective(examples, [], names, None).terms.cl)
             if "generative" in branches:
                 out["generative"][task] = float(objective([], examples, None, names).terms.lm)
-    finally:
-        objective.train(was_training)
     return out

@@ -17,6 +17,7 @@ RNG and sampler position it saved, so the run ends exactly where an uninterrupte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -194,7 +195,7 @@ def train(
     # -- steps ----------------------------------------------------------------------------------------
     sched_s = 0.0  # wall time of S2Sched's validation passes
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not (progress and main))
-    window, totals = Window(), {"tokens": 0, "examples": 0, "t0": time.perf_counter(), "steps": 0}
+    window, totals = Window(), {"tokens": 0, "examples": 0, "t0": time.perf_counter()}
     status, last = "FAILED", {}
     try:
         while step < config.steps:
@@ -210,7 +211,7 @@ def train(
             step_losses: dict[str, float] = {}
             for k, mb in enumerate(draws):
                 sync = k == len(draws) - 1
-                with accelerator.no_sync(objective) if not sync else _nullcontext():
+                with accelerator.no_sync(objective) if not sync else contextlib.nullcontext():
                     out = objective(mb.emb, mb.gen, mb.emb_tasks, mb.gen_tasks)
                     accelerator.backward(out.terms.total / config.grad_accum)
                 for name, v in out.terms.detached().items():
@@ -238,7 +239,6 @@ def train(
                 )
                 totals["tokens"] += metrics["tokens"]
                 totals["examples"] += metrics["examples"]
-                totals["steps"] += window.n
                 last = metrics
                 window = Window()
             if step % config.checkpoint_every == 0 or step == config.steps:
@@ -296,14 +296,6 @@ def _flatten_snapshot(snapshot: dict, sched_s: float) -> dict[str, float]:
             for key, value in values.items():
                 out[f"s2sched/{branch}/{task}/{key}"] = float(value)
     return out
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _reduce(accelerator, window: Window) -> dict[str, float]:
