@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components.merging.config import MergeSettings
 from components.modeling.config import ModelConfig
 from components.modeling.lora import LoraSettings
 from components.modeling.tmole import TMoLESettings
@@ -49,6 +50,7 @@ class TrainConfig(BaseModel):
     )
     scheduling: Scheduling = Scheduling.UNIFORM
     s2sched: S2SchedConfig = S2SchedConfig()
+    merge: MergeSettings = MergeSettings()  # after training; does not change the trained weights
     seed: int = 0
     # -- data ----------------------------------------------------------------------------------
     families: list[str] | None = Field(None, description="UserQA families to train on; None: all")

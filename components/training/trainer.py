@@ -332,8 +332,12 @@ def _save_checkpoint(accelerator, run_dir, step, model, optimizer, trainer_state
     accelerator.wait_for_everyone()
 
 
+AFTER_TRAINING = frozenset({"merge"})  # config sections that do not touch the trained weights
+
+
 def _check_same_config(saved: dict, current: dict, where: Path) -> None:
-    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    keys = (set(saved) | set(current)) - AFTER_TRAINING
+    diff = sorted(k for k in keys if saved.get(k) != current.get(k))
     if diff:
         raise ValueError(f"{where} was trained with a different configuration ({', '.join(diff)} differ): "
                          "resume with the same profile and overrides, or start a fresh run")  # fmt: skip

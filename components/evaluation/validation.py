@@ -1,0 +1,76 @@
+"""The validation probe: the score that picks among a run's candidate models (RecFound 4.4's "keep the
+merged model only if it is better").
+
+It probes the *training* users, never the probe users, so choosing a model does not touch the users
+the final evaluation reports on. Per task of the dataset card, a linear probe (`probe.probe_task`) on
+the training users' labels, universal and under the task's manual instruction; the score is the mean
+of the two mean AUCs.
+
+Caveat, plainly: the model was trained on UserQA records of these users, and forward-looking UserQA
+answers use the same future window as the labels. A candidate that memorised its training users more
+closely is favoured a little; the merged model (an average of checkpoints) is never favoured by this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from components.evaluation.probe import mean_auc, probe_embeddings
+from components.ingestion.contract import Split
+
+
+@dataclass(frozen=True)
+class ValidationScore:
+    universal: float  # mean AUC over the card's tasks, no instruction
+    manual: float  # mean AUC, each task under its manual instruction
+    n_users: int
+    embed_s: float
+
+    @property
+    def score(self) -> float:
+        return (self.universal + self.manual) / 2
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "score": self.score}
+
+
+def validation_users(tables) -> list[int]:
+    """Training users that carry probe labels (sorted)."""
+    train = set(tables.users.loc[tables.users["split"] == Split.TRAIN.value, "user_id"].astype(int))
+    labelled = set(tables.labels["user_id"].astype(int))
+    users = sorted(train & labelled)
+    if len(users) < 20:
+        raise ValueError(
+            f"the validation probe needs labelled training users; found {len(users)} "
+            "(labels.parquet labels only the probe users?)"
+        )
+    return users
+
+
+def validation_probe(
+    model_dir: Path, card, tables, seeds: Sequence[int] = (0, 1, 2), progress: bool = False
+) -> ValidationScore:
+    """Embed the training users with the model in `model_dir` and probe the card's tasks."""
+    import time
+
+    from components.modeling.embed import UserEmbedder
+    from components.modeling.factory import load_model
+
+    users = validation_users(tables)
+    tasks = [t.name for t in card.tasks]
+    instructions = {t: card.task(t).instruction for t in tasks}
+    embedder = UserEmbedder(load_model(Path(model_dir)), card, tables)
+    t0 = time.perf_counter()
+    vectors = embedder.embed_many(users, [None, *instructions.values()], progress=progress)
+    embed_s = time.perf_counter() - t0
+    labels, seeds = tables.labels, tuple(seeds)
+    universal = probe_embeddings(
+        dict(zip(users, vectors[None], strict=True)), labels, tasks, users, seeds=seeds
+    )
+    manual = []
+    for t in tasks:
+        by_user = dict(zip(users, vectors[instructions[t]], strict=True))
+        manual += probe_embeddings(by_user, labels, [t], users, seeds=seeds)
+    return ValidationScore(mean_auc(universal), mean_auc(manual), len(users), round(embed_s, 1))
