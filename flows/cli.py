@@ -254,6 +254,9 @@ def train(
 @app.command()
 def merge(
     run: Annotated[Path, typer.Option(help="a training run folder (runs/<dataset>-<profile>)")],
+    dataset: Annotated[str, typer.Option(help="the dataset the run trained on (validation probe)")] = (
+        "movielens-100k"
+    ),
     checkpoint: Annotated[
         list[Path], typer.Option(help="checkpoint folders to merge (repeatable); default: the last --last")
     ] = [],  # noqa: B006
@@ -262,24 +265,45 @@ def merge(
     order: Annotated[
         str, typer.Option(help="trim_first (TIES paper) or elect_first (RecFound code)")
     ] = "trim_first",
+    select: Annotated[
+        bool, typer.Option(help="score merged / final / best checkpoint on validation; keep the winner")
+    ] = True,
+    min_gain: Annotated[float, typer.Option(help="the merged model must win by more than this")] = 0.0,
     out: Annotated[Path | None, typer.Option(help="default: <run>/merged")] = None,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level)")] = None,
 ) -> None:
-    """Merge checkpoints of one run with TIES into a model folder (RecFound 4.4)."""
+    """Merge checkpoints of one run with TIES, then keep the best of merged / final / best checkpoint
+    on the validation probe (RecFound 4.4)."""
+    from components.merging.config import MergeSettings
     from components.merging.merge import merge_run
     from components.merging.ties import Order
     from components.training.checkpoint import complete_checkpoints
 
     try:
+        settings = MergeSettings(last=last, density=density, order=Order(order), min_gain=min_gain)
         chosen = list(checkpoint) or complete_checkpoints(run)[-last:]
         if len(chosen) < 2:
             raise ValueError(f"{run}: merging needs at least 2 checkpoints, found {len(chosen)}")
-        report = merge_run(run, chosen, out or run / "merged", density, Order(order))
+        if not select:
+            report = merge_run(run, chosen, out or run / "merged", density, Order(order))
+            typer.echo(f"merged {len(report.checkpoints)} checkpoints (density {density}, {order}) into "
+                       f"{out or run / 'merged'}; worst rank-r truncation error "
+                       f"{report.max_truncation_error:.1%}")  # fmt: skip
+            return
+        from flows.merge import merge_and_select_flow
+
+        selection = run_flow(merge_and_select_flow, run=run, dataset=dataset, settings=settings,
+                             checkpoints=chosen, out=out, root=root)  # fmt: skip
     except (*user_errors(), KeyError) as e:
         raise fail(str(e)) from None
-    folder = out or run / "merged"
-    typer.echo(f"merged {len(report.checkpoints)} checkpoints (density {density}, {order}) into {folder}")
-    worst = report.max_truncation_error
-    typer.echo(f"{report.factor_pairs} factor pairs; worst rank-r truncation error {worst:.1%}")
+    typer.echo(selection.table())
+    if selection.merge:
+        worst = selection.merge["max_truncation_error"]
+        typer.echo(f"merged {len(selection.merge['checkpoints'])} checkpoints (density {density}, {order}); "
+                   f"worst rank-r truncation error {worst:.1%}")  # fmt: skip
+    typer.echo(f"winner: {selection.winner} ({selection.margin_over_final:+.4f} over final) -> "
+               f"{selection.winner_dir}")  # fmt: skip
+    typer.echo(f"decision written to {run / 'selection.json'}")
 
 
 @app.command()
