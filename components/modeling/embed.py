@@ -2,10 +2,12 @@
 
     embedder = UserEmbedder(model, card, tables)
     universal = embedder.embed()                                  # all users, no instruction
-    by_instruction = embedder.embed_many(instructions=[None, "Will this user ..."])
+    by_instruction = embedder.embed_many(instructions=[None, "Will this user ...", tuned])
 
-Users are batched by the length of their user block (less padding) and returned in the order asked.
-Under several instructions, each batch's user block runs once (prefix reuse, see `model.py`).
+An instruction is a text, None (universal) or a `TunedInstruction` (soft tokens, see `tuned.py`);
+results are keyed by the instruction objects given. Users are batched by the length of their user
+block (less padding) and returned in the order asked. Under several instructions, each batch's user
+block runs once per route (prefix reuse, see `model.py`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from tqdm.auto import tqdm
 
 from components.ingestion.card import DatasetCard
 from components.ingestion.contract import ContractTables
-from components.modeling.model import InstructUE
+from components.modeling.model import Instruction, InstructUE
 from components.modeling.profile import build_profiles
+from components.modeling.tuned import TunedInstruction
 
 
 class UnknownUsers(KeyError):
@@ -46,7 +49,7 @@ class UserEmbedder:
         return ids
 
     def embed(
-        self, user_ids: Sequence[int] | None = None, instruction: str | None = None, **kw
+        self, user_ids: Sequence[int] | None = None, instruction: Instruction = None, **kw
     ) -> np.ndarray:
         """(n_users, dim) float32 in the order of `user_ids` (default: every user of the dataset)."""
         return self.embed_many(user_ids, [instruction], **kw)[instruction]
@@ -55,10 +58,10 @@ class UserEmbedder:
     def embed_many(
         self,
         user_ids: Sequence[int] | None = None,
-        instructions: Sequence[str | None] = (None,),
+        instructions: Sequence[Instruction] = (None,),
         batch_size: int | None = None,
         progress: bool = False,
-    ) -> dict[str | None, np.ndarray]:
+    ) -> dict[Instruction, np.ndarray]:
         ids = self._ids(user_ids)
         instructions = list(dict.fromkeys(instructions))  # one pass per distinct instruction
         profiles = build_profiles(self.card, self.tables, ids, self.model.config.max_events)
@@ -78,10 +81,16 @@ class UserEmbedder:
         return out
 
 
+def instruction_label(instruction: Instruction) -> str | None:
+    """An instruction as an embeddings file names it: its text, null (universal), or `tuned:<task>`."""
+    return instruction.label if isinstance(instruction, TunedInstruction) else instruction
+
+
 def write_embeddings(
-    path: Path, user_ids: Sequence[int], by_instruction: dict[str | None, np.ndarray]
+    path: Path, user_ids: Sequence[int], by_instruction: dict[Instruction, np.ndarray]
 ) -> Path:
-    """One row per (user, instruction): `user_id`, `instruction` (null: universal), `embedding`."""
+    """One row per (user, instruction): `user_id`, `instruction` (null: universal; `tuned:<task>` for
+    a tuned instruction), `embedding`."""
     from components.ingestion.atomic import write_bytes_atomic
 
     frames = []
@@ -91,7 +100,9 @@ def write_embeddings(
             pa.table(
                 {
                     "user_id": pa.array(np.asarray(user_ids, dtype=np.int64)),
-                    "instruction": pa.array([instruction] * len(user_ids), type=pa.string()),
+                    "instruction": pa.array(
+                        [instruction_label(instruction)] * len(user_ids), type=pa.string()
+                    ),
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim),
                 }
             )

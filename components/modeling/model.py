@@ -4,8 +4,11 @@ causal LM; the final hidden state at `<USER>` is the user embedding.
     [<ratings> e_1 .. e_n </ratings>] [<tabular> f_1 .. f_F </tabular>] [instruction tokens] <USER>
 
 Prefix reuse: the user block precedes the instruction, so its key/value cache does not depend on the
-instruction. `embed` runs the block once per batch and then, per instruction, only the instruction
-tokens and `<USER>`, with position ids continuing from each user's true length.
+instruction. `embed` runs the block once per batch and route (`prefix`) and then, per instruction,
+only the instruction tokens and `<USER>` (`embed_suffixes`), with position ids continuing from each
+user's true length. An instruction is a text, None (universal) or a `TunedInstruction` whose soft
+tokens are fed as input embeddings in place of the instruction's token embeddings; tuning them
+(`components.evaluation.tuning`) reuses one `PrefixCache` for every optimisation step.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from components.modeling.lora import LoraSettings, apply_lora, mark_trainable
 from components.modeling.profile import UserProfile
 from components.modeling.tmole import INSTRUCTION, UNIVERSAL, Branch, Route, TMoLE, TMoLESettings, routed
 from components.modeling.tokens import USER_TOKEN, TokenEmbedder, add_to_tokenizer, special_tokens
+from components.modeling.tuned import TunedInstruction
 
 SPEC_VERSION = 1
+
+Instruction = str | TunedInstruction | None
 
 
 @dataclass
@@ -66,6 +72,24 @@ class UserBatch:
     event_source: list[int]  # index into spec.sequence_sources, per event
     numeric: torch.Tensor  # (B, F_num)
     categorical: torch.Tensor  # (B, F_cat)
+
+
+@dataclass
+class PrefixCache:
+    """A batch's user blocks run once under one route: what every instruction's suffix pass reuses."""
+
+    plan: Plan
+    route: Route | None
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, heads, L, head_dim)
+    hidden_sum: torch.Tensor  # (B, d) sum of the block's final hidden states (mean pooling)
+    n: torch.Tensor  # (B, 1) the block's true length
+
+    def cache(self):
+        """A fresh key/value cache holding the block: a suffix pass appends to its cache, so each
+        pass gets its own copy and the stored tensors stay as they are (and out of any autograd graph)."""
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=self.kv)
 
 
 class InstructUE(nn.Module):
@@ -120,9 +144,15 @@ class InstructUE(nn.Module):
         return self.tmole.route([self.tmole.settings.task_id(t) for t in tasks], branch)
 
     @staticmethod
-    def inference_task(instruction: str | None) -> str:
+    def inference_task(instruction: Instruction) -> str:
         """The route of an embedding request: `universal` without an instruction, else the generic
-        `instruction` task (trained on a share of every family's records)."""
+        `instruction` task (trained on a share of every family's records). A tuned instruction keeps
+        the route of the manual instruction it was initialised from (its `route`, the generic task):
+        tuning then starts from exactly the manual instruction's embedding, the router (frozen while
+        tuning) sees what it was trained on, and the tuned and manual embeddings share one prefix
+        cache. Probe tasks are not in the TMoLE registry, so no task-specific route exists."""
+        if isinstance(instruction, TunedInstruction):
+            return instruction.route
         return UNIVERSAL if instruction is None else INSTRUCTION
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -175,6 +205,29 @@ class InstructUE(nn.Module):
         """The instruction's tokens (none for the universal embedding), then `<USER>`."""
         ids = self._tokenize(instruction or "")[: self.config.max_instruction_tokens]
         return [*ids, self.token_ids[USER_TOKEN]]
+
+    def instruction_embeddings(self, text: str) -> torch.Tensor:
+        """(k, d) float32 copy of the input embeddings of `text`'s tokens: where a tuned instruction
+        starts (InstructUE 3.3.3)."""
+        ids = self._suffix(text)[:-1]
+        if not ids:
+            raise ValueError(f"instruction {text!r} has no tokens: a tuned instruction needs at least one")
+        with torch.no_grad():
+            return self.tokens(torch.tensor(ids, device=self.device)).float().clone()
+
+    def suffix_embeddings(self, instruction: Instruction) -> torch.Tensor:
+        """(T, d) input embeddings of the instruction suffix: the instruction's token embeddings, or a
+        tuned instruction's soft tokens in their place, then `<USER>`."""
+        if not isinstance(instruction, TunedInstruction):
+            return self.tokens(torch.tensor(self._suffix(instruction), device=self.device))
+        user = self.tokens(torch.tensor([self.token_ids[USER_TOKEN]], device=self.device))
+        soft = instruction.tokens
+        if soft.ndim != 2 or soft.shape[1] != self.dim:
+            raise ValueError(
+                f"tuned instruction {instruction.task!r} has tokens of shape {tuple(soft.shape)}; this "
+                f"model needs (k, {self.dim}): it was tuned for another backbone, tune it again"
+            )
+        return torch.cat([soft.to(self.device, user.dtype), user])
 
     def soft_tokens(self, batch: UserBatch) -> torch.Tensor:
         """(N, d): adapted event vectors, then tabular feature tokens (the rows the plan refers to)."""
@@ -231,26 +284,28 @@ class InstructUE(nn.Module):
             h = (hidden * m).sum(1) / m.sum(1)
         return F.normalize(h.float(), dim=-1)
 
-    def embed_uncached(self, batch: UserBatch, instruction: str | None) -> torch.Tensor:
+    def embed_uncached(self, batch: UserBatch, instruction: Instruction) -> torch.Tensor:
         """(B, d) L2-normalised embeddings from one full pass per user: block + instruction + <USER>."""
         soft = self.soft_tokens(batch)
-        suffix = self._suffix(instruction)
-        plan = append_suffix(batch.plan, suffix)
+        suffix = self.suffix_embeddings(instruction)  # (T, d)
+        B, T = len(batch.plan.lengths), suffix.shape[0]
+        plan = append_suffix(batch.plan, [0] * T)  # placeholders: the suffix embeddings go there
+        embeds = self.input_embeddings(plan, soft)
+        rows = torch.arange(B, device=self.device)[:, None]
+        cols = plan.lengths.to(self.device)[:, None] - T + torch.arange(T, device=self.device)[None, :]
+        embeds = embeds.index_put((rows.expand(B, T), cols), suffix.to(embeds.dtype).expand(B, T, -1))
         mask = plan.mask.to(self.device)
         positions = (torch.arange(plan.codes.shape[1], device=self.device)[None, :]).expand_as(mask)
-        route = self.route([self.inference_task(instruction)] * len(plan.lengths))
-        out = self._decoder(self.input_embeddings(plan, soft), mask, positions, route=route)
+        route = self.route([self.inference_task(instruction)] * B)
+        out = self._decoder(embeds, mask, positions, route=route)
         return self._pool(out.last_hidden_state, plan)
 
-    def embed(self, batch: UserBatch, instructions: list[str | None]) -> list[torch.Tensor]:
+    def embed(self, batch: UserBatch, instructions: list[Instruction]) -> list[torch.Tensor]:
         """Embeddings under each instruction, the user block computed once per route (prefix reuse).
 
-        All instructions of a route then run in one pass over the cached block: their suffixes
-        (instruction tokens + `<USER>`) are laid side by side, and a 4D attention mask lets each suffix
-        token see the user's block and the earlier tokens of its own suffix only, with position ids
-        restarting at the user's true length for every suffix. The result equals one full pass per
-        instruction. Without TMoLE there is one route; with it, the universal and the instructed
-        embeddings each have theirs (the block's keys and values depend on the route).
+        All instructions of a route then run in one pass over the cached block (`embed_suffixes`).
+        Without TMoLE there is one route; with it, the universal and the instructed embeddings each
+        have theirs (the block's keys and values depend on the route).
         """
         soft = self.soft_tokens(batch)
         groups: dict[str, list[int]] = {}
@@ -260,45 +315,58 @@ class InstructUE(nn.Module):
         out: list[torch.Tensor | None] = [None] * len(instructions)
         for task, members in groups.items():
             route = self.route([task] * len(batch.plan.lengths)) if task else None
-            vectors = self._embed_route(batch, soft, [instructions[k] for k in members], route)
+            prefix = self.prefix(batch, soft, route)
+            vectors = self.embed_suffixes(prefix, [self.suffix_embeddings(instructions[k]) for k in members])
             for k, v in zip(members, vectors, strict=True):
                 out[k] = v
         return out
 
-    def _embed_route(
-        self, batch: UserBatch, soft, instructions: list[str | None], route
-    ) -> list[torch.Tensor]:
-        plan = batch.plan
-        mask = plan.mask.to(self.device)
-        B, L = plan.codes.shape
-        positions = torch.arange(L, device=self.device)[None, :].expand_as(mask)
+    def prefix(self, batch: UserBatch, soft: torch.Tensor, route: Route | None) -> PrefixCache:
+        """Run the batch's user blocks once under `route`; `soft` is `soft_tokens(batch)`."""
         from transformers import DynamicCache
 
-        prefix = self._decoder(self.input_embeddings(plan, soft), mask, positions, DynamicCache(), route)
-        suffixes = [self._suffix(i) for i in instructions]
-        seg = torch.cat([torch.full((len(x),), k) for k, x in enumerate(suffixes)]).to(self.device)
-        offset = torch.cat([torch.arange(len(x)) for x in suffixes]).to(self.device)
-        ids = torch.tensor([t for x in suffixes for t in x], device=self.device)
-        T = len(ids)
+        plan = batch.plan
+        mask = plan.mask.to(self.device)
+        positions = torch.arange(plan.codes.shape[1], device=self.device)[None, :].expand_as(mask)
+        out = self._decoder(self.input_embeddings(plan, soft), mask, positions, DynamicCache(), route)
+        m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return PrefixCache(plan, route, kv, (out.last_hidden_state * m).sum(1), m.sum(1))
+
+    def embed_suffixes(self, prefix: PrefixCache, suffixes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """(B, d) L2-normalised embeddings for each suffix (`suffix_embeddings`, (T_k, d)) over the
+        cached user blocks, in one pass.
+
+        The suffixes are laid side by side, and a 4D attention mask lets each suffix token see the
+        user's block and the earlier tokens of its own suffix only, with position ids restarting at the
+        user's true length for every suffix. The result equals one full pass per instruction.
+        Gradients flow to the suffix embeddings only (the cached block is a constant).
+        """
+        plan = prefix.plan
+        mask = plan.mask.to(self.device)
+        B, L = plan.codes.shape
+        lengths = [int(x.shape[0]) for x in suffixes]
+        seg = torch.cat([torch.full((n,), k) for k, n in enumerate(lengths)]).to(self.device)
+        offset = torch.cat([torch.arange(n) for n in lengths]).to(self.device)
+        x = torch.cat(suffixes)  # (T, d)
+        T = x.shape[0]
         # key j is visible to query i: same suffix and not later (block-diagonal causal), or any valid
         # position of the user's block
         own = (seg[:, None] == seg[None, :]) & (offset[None, :] <= offset[:, None])  # (T, T)
         visible = torch.cat([mask.bool()[:, None, :].expand(B, T, L), own[None].expand(B, T, T)], dim=2)
         out = self._decoder(
-            self.tokens(ids)[None].expand(B, T, self.dim),
+            x[None].expand(B, T, self.dim),
             self._mask_4d(visible[:, None]),
             plan.lengths.to(self.device)[:, None] + offset[None, :],
-            prefix.past_key_values,
-            route,
+            prefix.cache(),
+            prefix.route,
         ).last_hidden_state  # (B, T, d)
-        ends = torch.cumsum(torch.tensor([len(x) for x in suffixes], device=self.device), 0)
+        ends = torch.cumsum(torch.tensor(lengths, device=self.device), 0)
         if self.config.pooling is Pooling.USER_TOKEN:
             return [F.normalize(out[:, e - 1].float(), dim=-1) for e in ends]
-        m = mask.unsqueeze(-1).to(prefix.last_hidden_state.dtype)
-        prefix_sum, prefix_n = (prefix.last_hidden_state * m).sum(1), m.sum(1)
         result = []
-        for k, x in enumerate(suffixes):
-            h = (prefix_sum + out[:, seg == k].sum(1)) / (prefix_n + len(x))
+        for k, n in enumerate(lengths):
+            h = (prefix.hidden_sum + out[:, seg == k].sum(1)) / (prefix.n + n)
             result.append(F.normalize(h.float(), dim=-1))
         return result
 
