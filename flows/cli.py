@@ -362,6 +362,44 @@ def embed(
     typer.echo(f"wrote {len(ids) * len(instructions):,} embeddings of dimension {net.dim} to {out}")
 
 
+@app.command()
+def deploy(
+    pool: Annotated[str | None, typer.Option(help="work pool (process pools are created)")] = None,
+    cron: Annotated[str | None, typer.Option(help="cron schedule, e.g. '0 3 * * 1'")] = None,
+    profile: Annotated[str | None, typer.Option(help="profile parameter: tiny, quick, paper")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset parameter")] = None,
+    cfg: Annotated[list[str], typer.Option("--set", help="training override key=value (repeatable)")] = [],  # noqa: B006
+    entrypoint: Annotated[str | None, typer.Option(help="flow as path/to/file.py:function")] = None,
+    name: Annotated[str, typer.Option(help="deployment entry of prefect.yaml to start from")] = "weekly",
+    deployment_name: Annotated[str | None, typer.Option(help="register under this name instead")] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA timezone of the cron schedule")] = None,
+    paused: Annotated[bool | None, typer.Option("--paused/--active", help="schedule paused")] = None,
+    source: Annotated[Path | None, typer.Option(help="code folder for the worker (default: root)")] = None,
+    prefect_file: Annotated[Path | None, typer.Option(help="default: <root>/prefect.yaml")] = None,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Register the retraining flow on a cron schedule with a Prefect server (needs PREFECT_API_URL)."""
+    quiet_telemetry()
+    from flows.deploy import PREFECT_FILE, DeployError, deploy, load_spec
+    from flows.settings import Paths
+
+    project = Paths.resolve(root).root
+    try:
+        spec = load_spec(prefect_file or project / PREFECT_FILE, name).with_options(
+            name=deployment_name, pool=pool, cron=cron, timezone=timezone, entrypoint=entrypoint,
+            paused=paused, dataset=dataset, profile=profile, overrides=cfg or None,
+        )  # fmt: skip
+        deployed = deploy(spec, source or project)
+    except DeployError as e:
+        raise fail(str(e)) from None
+    state = " (paused)" if spec.paused else ""
+    typer.echo(f"deployment {deployed.full_name!r} ({deployed.id}) of {spec.entrypoint}")
+    typer.echo(f"schedule: {spec.cron} {spec.timezone}{state}; work pool: {spec.pool}")
+    typer.echo(f"parameters: {spec.parameters}")
+    typer.echo(f"start a worker: prefect worker start --pool {spec.pool}")
+    typer.echo(f"run it now:     prefect deployment run '{deployed.full_name}'")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
