@@ -59,18 +59,27 @@ def validation_probe(
     from components.modeling.factory import load_model
 
     users = validation_users(tables)
-    tasks = [t.name for t in card.tasks]
-    instructions = {t: card.task(t).instruction for t in tasks}
+    instructions = [card.task(t.name).instruction for t in card.tasks]
     embedder = UserEmbedder(load_model(Path(model_dir)), card, tables)
     t0 = time.perf_counter()
-    vectors = embedder.embed_many(users, [None, *instructions.values()], progress=progress)
+    vectors = embedder.embed_many(users, [None, *instructions], progress=progress)
     embed_s = time.perf_counter() - t0
-    labels, seeds = tables.labels, tuple(seeds)
+    universal, manual = probe_variants(card, tables.labels, users, vectors, seeds)
+    return ValidationScore(universal, manual, len(users), round(embed_s, 1))
+
+
+def probe_variants(
+    card, labels, users: list[int], vectors: dict, seeds: Sequence[int]
+) -> tuple[float, float]:
+    """(universal, manual) mean AUC over the card's tasks; `vectors` maps an instruction (None: none)
+    to an (n_users, dim) array in `users` order."""
+    tasks = [t.name for t in card.tasks]
+    seeds = tuple(seeds)
     universal = probe_embeddings(
         dict(zip(users, vectors[None], strict=True)), labels, tasks, users, seeds=seeds
     )
     manual = []
     for t in tasks:
-        by_user = dict(zip(users, vectors[instructions[t]], strict=True))
+        by_user = dict(zip(users, vectors[card.task(t).instruction], strict=True))
         manual += probe_embeddings(by_user, labels, [t], users, seeds=seeds)
-    return ValidationScore(mean_auc(universal), mean_auc(manual), len(users), round(embed_s, 1))
+    return mean_auc(universal), mean_auc(manual)
