@@ -1,0 +1,13 @@
+"""The MLflow Model Registry side of the platform (DESIGN.md section 6).
+
+    settings.py      where the registry lives and what names it uses (mlruns_config/registry.yaml)
+    records.py       request records (a user's profile per row) <-> model inputs; signature, example
+    served.py        a model folder plus its dataset card, embedding request records
+    pyfunc_model.py  the models-from-code file MLflow loads (no pickled classes)
+    register.py      gated registration: log the pyfunc, attach the report, version + `challenger`
+    promote.py       reviewer promotion to `champion`, rollback, under a lock
+    batch.py         embed a dataset's users from a registry alias into parquet
+    serve.py         the `mlflow models serve` command for an alias
+
+Nothing here sets global MLflow state: every function takes an explicit `MlflowClient`.
+"""

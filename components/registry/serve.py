@@ -1,0 +1,48 @@
+"""The REST scoring server for a registry alias: `mlflow models serve` with this venv's MLflow.
+
+    cmd, env = serve_command("models:/instructue-movielens-100k@champion", tracking_uri, port=5001)
+    subprocess.Popen(cmd, env=env)
+
+`--env-manager local` serves from the current environment (nothing is installed or downloaded);
+MLflow execs `uvicorn` from PATH, so the venv's `bin` goes first on it. Requests follow MLflow's
+scoring protocol; a body for two users of a dataset with a `ratings` source and an `age` feature:
+
+    POST /invocations  {"dataframe_records": [
+        {"user_id": 7, "ratings": ["Rated Heat (1995) 4/5.", ...], "age": 31, "task": "gender_female"},
+        {"user_id": 9, "ratings": [...], "age": 22, "instruction": "Which genres does this user like?"}]}
+    -> {"predictions": [[0.01, ...], [...]]}  (one L2-normalised embedding per record)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def serve_command(
+    model_uri: str,
+    tracking_uri: str,
+    registry_uri: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5001,
+    workers: int = 1,
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that serve `model_uri` on `host:port`."""
+    mlflow = venv_bin() / "mlflow"
+    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "models", "serve", "-m", model_uri,
+           "--env-manager", "local", "--host", host, "--port", str(port),
+           "--workers", str(workers)]  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_REGISTRY_URI": registry_uri or tracking_uri,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    return cmd, env
