@@ -57,6 +57,17 @@ class DeploymentSpec(BaseModel):
             raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '0 3 * * 1')") from e
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron="0 0 * * *", timezone=value)
+        except (ValueError, ValidationError) as e:
+            raise ValueError(f"{value!r} is not an IANA timezone (e.g. UTC, Europe/Paris)") from e
+        return value
+
     def with_options(self, **options: Any) -> DeploymentSpec:
         """A copy with the given non-None options; `dataset`, `profile` and `overrides` are parameters."""
         params = dict(self.parameters)
@@ -160,7 +171,7 @@ def deploy(spec: DeploymentSpec, source: Path, create_pool: bool = True) -> Depl
         DeployError: no reachable server, a missing entrypoint file, or parameters the flow rejects.
     """
     from prefect import Flow
-    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.exceptions import MissingFlowError, ParameterTypeError, ScriptError, SignatureMismatchError
     from prefect.schedules import Schedule
 
     source = source.resolve()
@@ -170,22 +181,25 @@ def deploy(spec: DeploymentSpec, source: Path, create_pool: bool = True) -> Depl
     require_server()
     if create_pool:
         ensure_process_pool(spec.pool)
-    flow = Flow.from_source(source=str(source), entrypoint=spec.entrypoint)
-    CronSchedule(cron=spec.cron, timezone=spec.timezone)  # the timezone is checked here, before deploying
-    schedule = Schedule(cron=spec.cron, timezone=spec.timezone, active=not spec.paused)
     try:
-        deployment_id = flow.deploy(
-            name=spec.name,
-            work_pool_name=spec.pool,
-            schedules=[schedule],
-            parameters=spec.parameters,
-            description=spec.description,
-            tags=list(spec.tags),
-            build=False,
-            push=False,
-            print_next_steps=False,
-            ignore_warnings=True,
-        )
-    except (ValidationError, TypeError) as e:  # parameters that do not fit the flow's signature
-        raise DeployError(f"deployment {spec.name!r} of {spec.entrypoint}: {e}") from None
+        flow = Flow.from_source(source=str(source), entrypoint=spec.entrypoint)
+    except (MissingFlowError, ScriptError, ImportError, AttributeError) as e:
+        raise DeployError(f"cannot load the flow {spec.entrypoint} from {source}: {e}") from None
+    try:  # the server stores any parameters; a mismatch would only show when the first run starts
+        flow.validate_parameters(spec.parameters)
+    except (ParameterTypeError, SignatureMismatchError) as e:
+        raise DeployError(f"parameters {spec.parameters} do not fit {spec.entrypoint}: {e}") from None
+    schedule = Schedule(cron=spec.cron, timezone=spec.timezone, active=not spec.paused)
+    deployment_id = flow.deploy(
+        name=spec.name,
+        work_pool_name=spec.pool,
+        schedules=[schedule],
+        parameters=spec.parameters,
+        description=spec.description,
+        tags=list(spec.tags),
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
     return Deployed(id=deployment_id, flow_name=flow.name, name=spec.name)

@@ -56,13 +56,17 @@ def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def run(cmd: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
+def run(cmd: list[str], env: dict[str, str], tail: int | None = None) -> None:
+    """Run a command to its end and show its output (the last `tail` lines of stdout, if given)."""
     say("$ " + " ".join(cmd))
-    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    for line in (done.stdout + done.stderr).strip().splitlines():
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0:
+        lines += done.stderr.strip().splitlines()
+    for line in lines[-tail:] if tail and done.returncode == 0 else lines:
         print(f"    {line}", flush=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} exited {done.returncode}")
+        raise RuntimeError(f"{Path(cmd[0]).name} exited {done.returncode}")
 
 
 def stop(proc: subprocess.Popen | None, what: str) -> None:
@@ -95,7 +99,12 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> None:
 async def watch(deployment: str, timeout: float) -> bool:
     """Print every state the deployment's first flow run reaches; True if it ended Completed."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.client.schemas.sorting import FlowRunSort
 
     async with get_client() as client:
@@ -120,10 +129,13 @@ async def watch(deployment: str, timeout: float) -> bool:
             return False
         say(f"state history of flow run {run.name} ({run.id}):")
         for s in sorted(await client.read_flow_run_states(run.id), key=lambda s: s.timestamp):
-            print(
-                f"    {s.timestamp:%H:%M:%S.%f}"[:-3] + f"  {s.name:<10} {s.message or ''}".rstrip(),
-                flush=True,
-            )
+            stamp = f"{s.timestamp:%H:%M:%S.%f}"[:-3]
+            print(f"    {stamp}  {s.name:<10} {s.message or ''}".rstrip(), flush=True)
+        await asyncio.sleep(2)  # the flow run's last log lines reach the API in batches
+        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        say(f"its log lines in the API ({len(logs)}; INFO and above, last 8):")
+        for line in [x for x in logs if x.level >= 20][-8:]:
+            print(f"    {line.timestamp:%H:%M:%S}  {line.name}: {line.message}"[:220], flush=True)
         return seen[0] == "COMPLETED"
 
 
@@ -175,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"server ready at {api} after {time.monotonic() - started:.0f} s")
         if args.prepare:
             cli = str(BIN / "instructue")
-            run([cli, "ingest", "synthetic-multisource", "-o", f"n_users={args.users}", "--no-version"], env)
-            run([cli, "synthesize", "synthetic-multisource", "--no-version"], env)
+            users = f"n_users={args.users}"
+            run([cli, "ingest", "synthetic-multisource", "-o", users, "--no-version"], env, tail=1)
+            run([cli, "synthesize", "synthetic-multisource", "--no-version"], env, tail=1)
         pool = "scheduled-demo"
         deploy = [str(BIN / "instructue"), "deploy", "--pool", pool, "--cron", args.cron,
                   "--profile", args.profile, "--entrypoint", args.entrypoint, "--source", str(args.source),
