@@ -369,6 +369,7 @@ def deploy(
     profile: Annotated[str | None, typer.Option(help="profile parameter: tiny, quick, paper")] = None,
     dataset: Annotated[str | None, typer.Option(help="dataset parameter")] = None,
     cfg: Annotated[list[str], typer.Option("--set", help="training override key=value (repeatable)")] = [],  # noqa: B006
+    param: Annotated[list[str], typer.Option(help="other flow parameter key=value (YAML value)")] = [],  # noqa: B006
     entrypoint: Annotated[str | None, typer.Option(help="flow as path/to/file.py:function")] = None,
     name: Annotated[str, typer.Option(help="deployment entry of prefect.yaml to start from")] = "weekly",
     deployment_name: Annotated[str | None, typer.Option(help="register under this name instead")] = None,
@@ -387,10 +388,10 @@ def deploy(
     try:
         spec = load_spec(prefect_file or project / PREFECT_FILE, name).with_options(
             name=deployment_name, pool=pool, cron=cron, timezone=timezone, entrypoint=entrypoint,
-            paused=paused, dataset=dataset, profile=profile, overrides=cfg or None,
+            paused=paused, dataset=dataset, profile=profile, overrides=cfg or None, params=parse_pairs(param),
         )  # fmt: skip
         deployed = deploy(spec, source or project)
-    except DeployError as e:
+    except (DeployError, ValueError) as e:
         raise fail(str(e)) from None
     state = " (paused)" if spec.paused else ""
     typer.echo(f"deployment {deployed.full_name!r} ({deployed.id}) of {spec.entrypoint}")

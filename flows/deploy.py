@@ -68,9 +68,10 @@ class DeploymentSpec(BaseModel):
             raise ValueError(f"{value!r} is not an IANA timezone (e.g. UTC, Europe/Paris)") from e
         return value
 
-    def with_options(self, **options: Any) -> DeploymentSpec:
-        """A copy with the given non-None options; `dataset`, `profile` and `overrides` are parameters."""
-        params = dict(self.parameters)
+    def with_options(self, params: dict[str, Any] | None = None, **options: Any) -> DeploymentSpec:
+        """A copy with the given non-None options; `dataset`, `profile` and `overrides` are flow
+        parameters, as is every entry of `params`."""
+        params = {**self.parameters, **(params or {})}
         for key in ("dataset", "profile", "overrides"):
             value = options.pop(key, None)
             if value is not None:
