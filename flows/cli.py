@@ -7,6 +7,7 @@
     instructue synthesize movielens-100k              # UserQA records for the training users
     instructue train --profile quick --dataset movielens-100k
     instructue embed --dataset movielens-100k --model runs/movielens-100k-quick/model
+    instructue evaluate --model runs/movielens-100k-quick/model --dataset movielens-100k
     instructue data push | pull | status | remote URL
 
 User errors (bad input, bad options, a dataset that breaks the contract) print one message and exit
@@ -399,6 +400,69 @@ def deploy(
     typer.echo(f"parameters: {spec.parameters}")
     typer.echo(f"start a worker: prefect worker start --pool {spec.pool}")
     typer.echo(f"run it now:     prefect deployment run '{deployed.full_name}'")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="a model folder, e.g. runs/movielens-100k-quick/model")],
+    dataset: Annotated[str, typer.Option(help="an ingested dataset under data/")] = "movielens-100k",
+    report_dir: Annotated[
+        Path | None, typer.Option(help="default: <run>/evaluation/ (<run>/evaluation-<name>/ for others)")
+    ] = None,
+    cfg: Annotated[
+        list[str], typer.Option("--set", help="setting key=value, e.g. tuning.steps=20 or seeds=[0,1,2]")
+    ] = [],  # noqa: B006
+    champion_report: Annotated[
+        Path | None, typer.Option(help="the registry champion's report.json (per-task AUC regression gate)")
+    ] = None,
+    track: Annotated[bool, typer.Option(help="log the report to MLflow (the training run if known)")] = True,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Probe a model (universal, manual and tuned instructions) beside baselines, gate it, write the
+    report. Exits 1 when the gate fails."""
+    quiet_telemetry()
+    from components.ingestion.card import DatasetCard
+    from components.ingestion.contract import CARD_FILENAME
+    from flows.evaluate import build_settings, champion_from_report
+    from flows.settings import Paths
+
+    paths = Paths.resolve(root)
+    try:
+        folder = paths.data / dataset
+        if not (folder / CARD_FILENAME).is_file():
+            raise FileNotFoundError(
+                f"dataset {dataset!r} is not ingested ({folder}); run `instructue ingest {dataset}` first"
+            )
+        if not (model / "model.json").is_file():
+            raise FileNotFoundError(f"{model} is not a model folder: model.json is missing")
+        overrides = parse_pairs(cfg)
+        settings = build_settings(paths.root, dataset, overrides)
+        card = DatasetCard.load(folder / CARD_FILENAME)
+        for t in settings.tasks or []:
+            card.task(t)
+        champion = champion_from_report(champion_report) if champion_report else None
+    except (*user_errors(), KeyError) as e:
+        raise fail(str(e)) from None
+    from flows.evaluate import evaluate_flow
+    from flows.logs import tidy_cli_logs
+
+    tidy_cli_logs(user_errors())
+    out = run_flow(
+        evaluate_flow, model=str(model), dataset=dataset, report_dir=str(report_dir) if report_dir else None,
+        overrides=overrides, champion=champion, track=track, root=str(paths.root),
+    )  # fmt: skip
+    gate = out["report"]["gate"]
+    typer.echo("")
+    typer.echo(out["table"])
+    typer.echo("")
+    typer.echo(f"gate: {'PASSED' if gate['passed'] else 'FAILED'} (variant {gate.get('variant') or 'none'})")
+    for reason in gate["reasons"]:
+        typer.echo(f"  - {reason}")
+    typer.echo(f"report: {out['folder']}")
+    if out.get("run_id"):
+        typer.echo(f"MLflow run: {out['run_id']}")
+    if not gate["passed"]:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:  # pragma: no cover

@@ -218,7 +218,13 @@ def probe_all(
     return out
 
 
-def gate(scores: dict[str, dict[str, ProbeScore]], baseline_names: list[str], settings, champion):
+def gate(
+    scores: dict[str, dict[str, ProbeScore]],
+    baseline_names: list[str],
+    settings: EvaluationSettings,
+    champion: dict[str, float] | None,
+) -> GateVerdict:
+    """`check_gates` on the probe scores: variants' and baselines' per-task AUCs."""
     variants = {v.value: {t: s.auc for t, s in scores[v].items()} for v in Variant if v.value in scores}
     baselines = {b: {t: s.auc for t, s in scores[b].items()} for b in baseline_names if b in scores}
     return check_gates(variants, baselines, settings.gate, champion)
@@ -247,8 +253,6 @@ def evaluate_model(
         s2sched_history: branch -> task -> [(step, ratio)] (say from MLflow); None reads the run's
             checkpoints next to the model folder.
     """
-    from components.evaluation.plots import routing_similarity, s2sched_from_checkpoints
-
     seconds: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -271,14 +275,25 @@ def evaluate_model(
     representations = {**reps, **{name: {"*": f.matrix} for name, f in feats.items()}}
     scores = timed("probe", probe_all, inputs, representations, tuning_users, settings)
     verdict = timed("gate", gate, scores, list(feats), settings, champion)
+    seconds["evaluate_total"] = round(time.perf_counter() - start, 2)
+    return assemble(inputs, settings, tuning_users, tuned, reps, feats, scores, verdict, seconds,
+                    s2sched_history)  # fmt: skip
+
+
+def assemble(
+    inputs: EvalInputs, settings: EvaluationSettings, tuning_users: dict, tuned: dict, reps: dict,
+    feats: dict, scores: dict, verdict: GateVerdict, seconds: dict, s2sched_history: dict | None = None,
+) -> EvaluationResult:  # fmt: skip
+    """The stages' outputs as one result, with what the plots need from the run (S2Sched history:
+    given, or read from the checkpoints beside the model folder; TMoLE routing from the model)."""
+    from components.evaluation.plots import routing_similarity, s2sched_from_checkpoints
+
     history = s2sched_history
     if history is None:
-        history = s2sched_from_checkpoints(Path(model_dir).parent)
-    routing = routing_similarity(inputs.model)
-    seconds["evaluate_total"] = round(time.perf_counter() - start, 2)
+        history = s2sched_from_checkpoints(inputs.model_dir.parent)
     return EvaluationResult(
         dataset=inputs.card.name,
-        model_dir=str(model_dir),
+        model_dir=str(inputs.model_dir),
         tasks=inputs.tasks,
         variants={v: scores[v] for v in reps},
         baselines={b: scores[b] for b in feats},
@@ -292,7 +307,7 @@ def evaluate_model(
         embeddings=reps,
         labels=inputs.labels,
         s2sched=history or None,
-        routing=routing,
+        routing=routing_similarity(inputs.model),
     )
 
 
