@@ -2,7 +2,8 @@
 
     .venv/bin/python infra/prefect/scheduled_run.py --prepare --profile tiny \
         --entrypoint flows/train.py:train_flow --dataset synthetic-multisource
-    .venv/bin/python infra/prefect/scheduled_run.py --profile tiny      # the retraining flow
+    .venv/bin/python infra/prefect/scheduled_run.py --profile tiny --dataset synthetic-multisource \
+        --param 'options={n_users: 60}'                      # the retraining flow, end to end
 
 Steps, each one a command a user would type (printed as it runs):
   1. `prefect server start` on a free loopback port, with a temporary PREFECT_HOME (SQLite);
@@ -146,6 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="tiny")
     p.add_argument("--dataset", default=None, help="dataset parameter (default: prefect.yaml's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override key=value")
+    p.add_argument("--param", action="append", default=[], help="other flow parameter key=value (YAML)")
     p.add_argument("--cron", default="* * * * *", help="the schedule; the default fires every minute")
     p.add_argument("--prepare", action="store_true", help="ingest + synthesise a small synthetic dataset")
     p.add_argument("--users", type=int, default=60, help="users of the --prepare dataset")
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.root is None:
         root.mkdir()
         subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        for key, value in (("user.name", "scheduled-run"), ("user.email", "scheduled-run@localhost")):
+            subprocess.run(["git", "config", key, value], cwd=root, check=True)  # flows may commit data.dvc
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp / "prefect-home"),
@@ -196,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                   "--deployment-name", pool, "--prefect-file", str(REPO / "prefect.yaml")]  # fmt: skip
         deploy += ["--dataset", args.dataset] if args.dataset else []
         deploy += [a for o in args.overrides for a in ("--set", o)]
+        deploy += [a for o in args.param for a in ("--param", o)]
         run(deploy, env)
         worker = start([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
                        env, tmp / "worker.log")  # fmt: skip
