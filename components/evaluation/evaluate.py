@@ -105,9 +105,6 @@ class EvaluationResult:
     s2sched: dict | None = field(default=None, repr=False)  # branch -> task -> [(step, ratio)]
     routing: dict | None = field(default=None, repr=False)  # {"tasks": [...], "embedding": (T, T), ...}
 
-    def mean_auc(self, scores: dict[str, ProbeScore]) -> float:
-        return float(np.mean([s.auc for s in scores.values()]))
-
 
 # -- stages ------------------------------------------------------------------------------------------
 def load_inputs(
