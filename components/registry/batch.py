@@ -66,9 +66,7 @@ def download(client, ref: str | ModelRef, dst: Path) -> tuple[Path, object]:
     import mlflow.artifacts
 
     mv = resolve(client, ref)
-    if not getattr(mv, "model_id", None):
-        raise RegistryError(f"{mv.name} version {mv.version} has no logged model; register it again")
-    location = client.get_logged_model(mv.model_id).artifact_location
+    location = client.get_model_version_download_uri(mv.name, mv.version)
     folder = mlflow.artifacts.download_artifacts(
         artifact_uri=location, dst_path=str(dst), tracking_uri=client.tracking_uri
     )

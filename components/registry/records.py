@@ -146,7 +146,6 @@ def input_example(card: DatasetCard, tables: ContractTables, n: int = 2, max_eve
     pool = users[users["split"] == "probe"] if "split" in users else users
     ids = (pool if len(pool) else users)["user_id"].astype(int).head(n).tolist()
     records = records_from_tables(card, tables, ids, max_events)
-    records[INSTRUCTION] = [None] * len(records)
     records[TASK] = [card.tasks[0].name if i == 0 and card.tasks else None for i in range(len(records))]
     return records
 
