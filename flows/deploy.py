@@ -15,6 +15,8 @@ time (a `set_working_directory` pull step), so a worker on the same machine need
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,16 +193,17 @@ def deploy(spec: DeploymentSpec, source: Path, create_pool: bool = True) -> Depl
     except (ParameterTypeError, SignatureMismatchError) as e:
         raise DeployError(f"parameters {spec.parameters} do not fit {spec.entrypoint}: {e}") from None
     schedule = Schedule(cron=spec.cron, timezone=spec.timezone, active=not spec.paused)
-    deployment_id = flow.deploy(
-        name=spec.name,
-        work_pool_name=spec.pool,
-        schedules=[schedule],
-        parameters=spec.parameters,
-        description=spec.description,
-        tags=list(spec.tags),
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints a summary table; callers report
+        deployment_id = flow.deploy(
+            name=spec.name,
+            work_pool_name=spec.pool,
+            schedules=[schedule],
+            parameters=spec.parameters,
+            description=spec.description,
+            tags=list(spec.tags),
+            build=False,
+            push=False,
+            print_next_steps=False,
+            ignore_warnings=True,
+        )
     return Deployed(id=deployment_id, flow_name=flow.name, name=spec.name)

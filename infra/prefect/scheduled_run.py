@@ -12,8 +12,9 @@ Steps, each one a command a user would type (printed as it runs):
   3. `instructue deploy` with a cron schedule that fires at the start of the next minute (the process
      work pool is created by it);
   4. `prefect worker start --pool ... --type process`;
-  5. polls the API until the deployment's first flow run is final, printing each state it reaches,
-     then the run's state history;
+  5. polls the API until the deployment's first flow run is final, printing each state it reaches
+     (once the worker has picked that run up it pauses the deployment, so the every-minute cron
+     starts nothing more), then the run's state history and log lines;
   6. stops the worker and the server and removes the temporary folders (unless --keep).
 The flow runs with INSTRUCTUE_ROOT set to a scratch project (a fresh git repository), so nothing in
 this checkout's data/, runs/ or mlruns/ changes. Exit status 0 only if the run ended Completed.
@@ -57,14 +58,14 @@ def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def run(cmd: list[str], env: dict[str, str], tail: int | None = None) -> None:
-    """Run a command to its end and show its output (the last `tail` lines of stdout, if given)."""
+def run(cmd: list[str], env: dict[str, str], head: int | None = None) -> None:
+    """Run a command to its end and show its output (the first `head` lines of stdout, if given)."""
     say("$ " + " ".join(cmd))
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
-    lines = done.stdout.strip().splitlines()
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
     if done.returncode != 0:
         lines += done.stderr.strip().splitlines()
-    for line in lines[-tail:] if tail and done.returncode == 0 else lines:
+    for line in lines[:head] if head and done.returncode == 0 else lines:
         print(f"    {line}", flush=True)
     if done.returncode != 0:
         raise RuntimeError(f"{Path(cmd[0]).name} exited {done.returncode}")
@@ -110,7 +111,8 @@ async def watch(deployment: str, timeout: float) -> bool:
 
     async with get_client() as client:
         only_this = DeploymentFilter(name=DeploymentFilterName(any_=[deployment]))
-        deadline, seen, run = time.monotonic() + timeout, None, None
+        (dep,) = await client.read_deployments(deployment_filter=only_this)
+        deadline, seen, run, paused = time.monotonic() + timeout, None, None, False
         while time.monotonic() < deadline:
             runs = await client.read_flow_runs(
                 deployment_filter=only_this, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1
@@ -122,6 +124,12 @@ async def watch(deployment: str, timeout: float) -> bool:
                     when = f" (scheduled for {run.expected_start_time:%H:%M:%S})" if seen is None else ""
                     say(f"flow run {run.name}: {state[1]}{when}")
                     seen = state
+                if state[0] != "SCHEDULED" and not paused:
+                    # an every-minute cron keeps firing: one run shows it, so stop the schedule (the
+                    # server drops the runs it had scheduled for the next minutes)
+                    await client.pause_deployment(dep.id)
+                    paused = True
+                    say(f"paused deployment {deployment!r}: the first run is enough")
                 if state[0] in FINAL:
                     break
             await asyncio.sleep(1)
@@ -136,7 +144,8 @@ async def watch(deployment: str, timeout: float) -> bool:
         logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
         say(f"its log lines in the API ({len(logs)}; INFO and above, last 8):")
         for line in [x for x in logs if x.level >= 20][-8:]:
-            print(f"    {line.timestamp:%H:%M:%S}  {line.name}: {line.message}"[:220], flush=True)
+            first = (line.message.splitlines() or [""])[0]  # a traceback's first line says enough
+            print(f"    {line.timestamp:%H:%M:%S}  {line.name}: {first}"[:220], flush=True)
         return seen[0] == "COMPLETED"
 
 
@@ -192,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.prepare:
             cli = str(BIN / "instructue")
             users = f"n_users={args.users}"
-            run([cli, "ingest", "synthetic-multisource", "-o", users, "--no-version"], env, tail=1)
-            run([cli, "synthesize", "synthetic-multisource", "--no-version"], env, tail=1)
+            run([cli, "ingest", "synthetic-multisource", "-o", users, "--no-version"], env, head=2)
+            run([cli, "synthesize", "synthetic-multisource", "--no-version"], env, head=2)
         pool = "scheduled-demo"
         deploy = [str(BIN / "instructue"), "deploy", "--pool", pool, "--cron", args.cron,
                   "--profile", args.profile, "--entrypoint", args.entrypoint, "--source", str(args.source),
@@ -202,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         deploy += [a for o in args.overrides for a in ("--set", o)]
         deploy += [a for o in args.param for a in ("--param", o)]
         run(deploy, env)
-        worker = start([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-                       env, tmp / "worker.log")  # fmt: skip
+        worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"]
+        worker = start([*worker_cmd, "--limit", "1"], env, tmp / "worker.log")
         ok = asyncio.run(watch(pool, args.timeout))
         if not ok:
             say("worker log (last 40 lines):")
