@@ -435,7 +435,7 @@ def evaluate(
             )
         if not (model / "model.json").is_file():
             raise FileNotFoundError(f"{model} is not a model folder: model.json is missing")
-        overrides = parse_pairs(cfg)
+        overrides = {"progress": True, **parse_pairs(cfg)}  # progress bars unless progress=false
         settings = build_settings(paths.root, dataset, overrides)
         card = DatasetCard.load(folder / CARD_FILENAME)
         for t in settings.tasks or []:
