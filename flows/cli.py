@@ -319,6 +319,9 @@ def embed(
     task: Annotated[
         list[str], typer.Option(help="a probe task of the card: use its manual instruction")
     ] = [],  # noqa: B006
+    tuned: Annotated[
+        list[str], typer.Option(help="a task: use its tuned instruction saved in the model folder")
+    ] = [],  # noqa: B006
     universal: Annotated[bool, typer.Option(help="also embed without instruction")] = False,
     split: Annotated[str, typer.Option(help="all, train or probe")] = "all",
     out: Annotated[Path, typer.Option(help="parquet: user_id, instruction, embedding")] = Path(
@@ -335,12 +338,16 @@ def embed(
     from components.modeling.config import ModelConfig
     from components.modeling.embed import UserEmbedder, write_embeddings
     from components.modeling.factory import ModelFolderError, build_model, load_model
+    from components.modeling.tuned import tuned_for
     from flows.settings import Paths
 
     paths = Paths.resolve(root)
     try:
         card, tables = read_tables(paths.data / dataset)
-        instructions: list[str | None] = [*instruction, *(card.task(t).instruction for t in task)]
+        instructions: list = [*instruction, *(card.task(t).instruction for t in task)]
+        if tuned and model == "default":
+            raise ValueError("--tuned needs --model <folder>: tuned instructions are saved with a model")
+        instructions += tuned_for(Path(model), tuned) if tuned else []
         if universal or not instructions:
             instructions.insert(0, None)
         if split != "all":

@@ -41,3 +41,37 @@ def test_embed_writes_one_row_per_user_and_instruction(
     assert missing.exit_code == 2 and "run `instructue ingest` first" in missing.output
     bad_task = CliRunner().invoke(app, [*args[:7], "--task", "nope"])
     assert bad_task.exit_code == 2 and "has no task 'nope'" in bad_task.output
+
+
+def test_embed_with_a_tuned_instruction_saved_in_the_model_folder(
+    tiny_card, tiny_backbone, tiny_encoder, tmp_path, monkeypatch
+):
+    from components.modeling.embed import UserEmbedder
+    from components.modeling.tuned import TunedInstruction, save_tuned
+
+    monkeypatch.setenv("INSTRUCTUE_CACHE", str(tmp_path / "cache"))
+    tables = make_tables(tiny_card)
+    ingest(as_raw(tiny_card, tables), tmp_path / "data", tmp_path / "q", progress=False)
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=str(tiny_backbone), encoder=str(tiny_encoder), bf16=False)
+    net = build_model(tiny_card, tables.users, config, cache_dir=tmp_path / "cache").eval()
+    folder = save_model(net, tmp_path / "m")
+    tuned = TunedInstruction(
+        "likes_x", torch.randn(4, net.dim), init_text=tiny_card.task("likes_x").instruction
+    )
+    save_tuned(folder, [tuned])
+    out = tmp_path / "emb.parquet"
+    args = ["embed", "--dataset", "tiny", "--model", str(folder), "--root", str(tmp_path), "--out", str(out),
+            "--split", "probe"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--tuned", "likes_x", "--task", "likes_x"])
+    assert result.exit_code == 0, result.output
+    df = read_embeddings(out)
+    assert set(df["instruction"]) == {"tuned:likes_x", tiny_card.task("likes_x").instruction}
+    rows = df[df["instruction"] == "tuned:likes_x"]
+    expected = UserEmbedder(net, tiny_card, tables).embed(rows["user_id"].tolist(), tuned)
+    np.testing.assert_allclose(np.stack(rows["embedding"]), expected, atol=1e-5)
+
+    missing = CliRunner().invoke(app, [*args, "--tuned", "churns"])
+    assert missing.exit_code == 2 and "no tuned instruction for task(s) ['churns']" in missing.output
+    default = CliRunner().invoke(app, [*args[:3], "--root", str(tmp_path), "--tuned", "likes_x"])
+    assert default.exit_code == 2 and "--tuned needs --model" in default.output
