@@ -48,10 +48,14 @@ def test_register_promote_rollback_and_embed_batch(project, tiny_model, tmp_path
         assert done.exit_code == 0, done.output
         assert f"registered {NAME} version {expected}" in done.output
 
-    ungated = invoke("promote", "--model", NAME, "--version", "7", "--reviewer", "ana", "--reason", "x", *root)
+    ungated = invoke(
+        "promote", "--model", NAME, "--version", "7", "--reviewer", "ana", "--reason", "x", *root
+    )
     assert ungated.exit_code == 2 and "no version 7" in ungated.output
     for version in ("1", "2"):
-        ok = invoke("promote", "--model", NAME, "--version", version, "--reviewer", "ana", "--reason", "good", *root)
+        ok = invoke(
+            "promote", "--model", NAME, "--version", version, "--reviewer", "ana", "--reason", "good", *root
+        )
         assert ok.exit_code == 0, ok.output
     back = invoke("rollback", "--model", NAME, "--reviewer", "bo", "--reason", "v2 drifts", *root)
     assert back.exit_code == 0 and "champion is version 1 again (was 2)" in back.output

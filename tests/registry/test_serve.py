@@ -16,8 +16,8 @@ from components.ingestion.contract import read_tables
 from components.registry.batch import ModelRef
 from components.registry.promote import promote
 from components.registry.records import records_from_tables
-from components.registry.served import ServedEmbedder
 from components.registry.serve import serve_command
+from components.registry.served import ServedEmbedder
 from tests.registry.conftest import MODEL_NAME
 
 pytestmark = pytest.mark.integration
@@ -80,5 +80,7 @@ def test_scoring_server_returns_champion_embeddings(client, registered, settings
     assert predictions.shape == (2, 32)
     np.testing.assert_allclose(np.linalg.norm(predictions, axis=1), 1.0, atol=1e-4)
     model = tiny_root / "model"
-    want = ServedEmbedder.from_paths(model, tiny_root / "data" / "tiny" / "schema.yaml").embed_records(records)
+    want = ServedEmbedder.from_paths(model, tiny_root / "data" / "tiny" / "schema.yaml").embed_records(
+        records
+    )
     np.testing.assert_allclose(predictions, want, atol=1e-5)
