@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -52,7 +53,7 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    say("$ " + " ".join(cmd) + f"   (log: {log.name})")
+    say("$ " + shlex.join(cmd) + f"   (log: {log.name})")
     out = log.open("w")
     # its own process group: stopping it also stops the uvicorn / flow-run children it started
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -60,7 +61,7 @@ def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 def run(cmd: list[str], env: dict[str, str], head: int | None = None) -> None:
     """Run a command to its end and show its output (the first `head` lines of stdout, if given)."""
-    say("$ " + " ".join(cmd))
+    say("$ " + shlex.join(cmd))
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if done.returncode != 0:
