@@ -112,8 +112,13 @@ def merge_and_select(
         out = Path(out_dir) if out_dir else run_dir / MERGED_DIR
         report = merge_run(run_dir, chosen, out, settings.density, settings.order)
         folders[MERGED] = str(out)
+    if not settings.select:  # no scoring: the merge when there is one, else the final model
+        folders = {k: v for k, v in folders.items() if k in (FINAL, MERGED)}
     scores, details = {}, {}
     for name, folder in folders.items():
+        if not settings.select:
+            scores[name], details[name] = float(name == MERGED), {"scored": False}
+            continue
         got = score(Path(folder))
         scores[name], details[name] = got if isinstance(got, tuple) else (float(got), {})
     winner, best = choose(scores, FINAL, MERGED if report else None, settings.min_gain)

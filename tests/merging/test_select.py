@@ -98,3 +98,17 @@ def test_merge_cli_scores_with_the_validation_probe(qa_data, model_cache, tmp_pa
     assert all(0.0 <= s <= 1.0 for s in written["scores"].values())
     assert written["details"][FINAL]["n_users"] >= 20
     assert f"winner: {written['winner']}" in result.output
+
+
+def test_without_selection_the_merge_is_kept_unscored(tmp_path, monkeypatch):
+    import components.merging.select as select
+
+    run = tmp_path / "run"
+    ckpts = [run / "checkpoints" / "step-00000002", run / "checkpoints" / "step-00000004"]
+    monkeypatch.setattr(select, "merge_run", lambda *a, **k: select.MergeReport([], 0.2, "trim_first", 0))
+
+    def never(folder):
+        raise AssertionError("select=false must not score")
+
+    selection = merge_and_select(run, MergeSettings(select=False), never, checkpoints=ckpts)
+    assert selection.winner == MERGED and selection.details[MERGED] == {"scored": False}
