@@ -195,6 +195,7 @@ def test_scheduled_run_script_sees_a_cron_fired_run_complete(cheap_source):
         "Scheduled",
         "Pending",
         "Running",
+        "paused deployment 'scheduled-demo'",
         "Completed",
         "stopped the worker",
         "stopped the server",
