@@ -26,11 +26,12 @@ from components.evaluation.evaluate import EvaluationResult
 from components.evaluation.probe import ProbeScore
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
+# named after the report's stem, so whoever ships `report.json` finds its siblings by `report*`
 PLOT_FILES = {
-    "tsne": "tsne.png",
-    "roc": "roc.png",
-    "s2sched": "s2sched_ratios.png",
-    "routing": "tmole_routing.png",
+    "tsne": "report_tsne.png",
+    "roc": "report_roc.png",
+    "s2sched": "report_s2sched_ratios.png",
+    "routing": "report_tmole_routing.png",
 }
 
 

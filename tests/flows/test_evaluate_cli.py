@@ -58,7 +58,9 @@ def test_evaluate_passes_writes_the_report_and_logs_to_mlflow(prefect_server, ro
     assert "gate: PASSED" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["gate"]["passed"] is True and report["headline"]["mean_auc_tuned"] is None
-    assert {"tsne.png", "roc.png", "tmole_routing.png"} <= {p.name for p in out.iterdir()}
+    assert {"report_tsne.png", "report_roc.png", "report_tmole_routing.png"} <= {
+        p.name for p in out.iterdir()
+    }
     assert (root / ".cache" / "baselines").is_dir()
     client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("instructue-evaluation").experiment_id])
