@@ -623,6 +623,62 @@ def serve(
     os.execvpe(cmd[0], cmd, env)
 
 
+@app.command()
+def retrain(
+    dataset: Annotated[
+        str, typer.Option(help="a dataset reader (see `instructue datasets`)")
+    ] = "movielens-100k",
+    profile: Annotated[str, typer.Option(help="tiny, quick, paper, or a YAML file")] = "quick",
+    cfg: Annotated[list[str], typer.Option("--set", help="profile override key=value (repeatable)")] = [],  # noqa: B006
+    option: Annotated[list[str], typer.Option("-o", "--option", help="reader option key=value")] = [],  # noqa: B006
+    register: Annotated[bool, typer.Option(help="register the model when its gate passes")] = True,
+    track: Annotated[bool, typer.Option(help="log training to MLflow")] = True,
+    refresh: Annotated[bool, typer.Option(help="run every step again, ignoring the cache")] = False,
+    eval_set: Annotated[
+        list[str], typer.Option("--eval-set", help="evaluation setting key=value, e.g. tuning.steps=10")
+    ] = [],  # noqa: B006
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """The retraining pipeline: ingest, validate, version, synthesize, train, merge, evaluate, gate,
+    register. Finished steps with unchanged inputs are skipped."""
+    quiet_telemetry()
+    from components.training.config import load_profile
+    from flows.logs import tidy_cli_logs
+    from flows.retrain import GateFailedError, retrain_flow
+
+    try:
+        load_profile(profile, cfg)  # a bad profile fails here, before any step runs
+        options, evaluation = parse_pairs(option), parse_pairs(eval_set)
+    except user_errors() as e:
+        raise fail(str(e)) from None
+    tidy_cli_logs(user_errors())
+    state = retrain_flow(dataset=dataset, profile=profile, overrides=cfg, options=options,
+                         root=str(root) if root else None, register_model=register, track=track,
+                         refresh=refresh, evaluation=evaluation, return_state=True)  # fmt: skip
+    try:
+        out = state.result()
+    except GateFailedError as e:
+        typer.secho(f"gate FAILED, nothing registered: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
+    except user_errors() as e:
+        raise fail(str(e)) from None
+    ev = out["evaluation"]
+    typer.echo("")
+    typer.echo(ev["table"])
+    typer.echo("")
+    typer.echo("step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in out["seconds"].items()))
+    sel = out["selection"]
+    typer.echo(
+        f"merge: {sel['winner']} won the validation probe ({sel['margin_over_final']:+.4f} over final)"
+    )
+    typer.echo(f"gate: PASSED; report in {ev['folder']}")
+    reg = out.get("registered")
+    if reg:
+        typer.echo(f"registered {reg['name']} version {reg['version']} (alias challenger)")
+        typer.echo(f"promote it:  instructue promote --model {reg['name']} --version {reg['version']} "
+                   '--reviewer <you> --reason "<why>"')  # fmt: skip
+
+
 def main() -> None:  # pragma: no cover
     app()
 

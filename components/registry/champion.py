@@ -21,10 +21,11 @@ def champion_aucs(client, name: str, variant: str = "best") -> dict[str, float] 
     from mlflow.exceptions import MlflowException
 
     from components.evaluation.gates import pick_variant
+    from components.registry.register import RegistryError
 
     try:
         version = alias_version(client, name, CHAMPION)
-    except MlflowException:
+    except (MlflowException, RegistryError):
         return None  # no registered model of that name yet
     if version is None:
         return None
@@ -35,6 +36,9 @@ def champion_aucs(client, name: str, variant: str = "best") -> dict[str, float] 
         except (MlflowException, OSError):
             return None
         report = json.loads(Path(path).read_text(encoding="utf-8"))
+    judged = (report.get("candidate") or {}).get("task_auc")
+    if judged:  # what the champion's own gate judged
+        return {str(t): float(a) for t, a in judged.items()}
     by_variant: dict[str, dict[str, float]] = {}
     for task, variants in report.get("tasks", {}).items():
         for v, score in variants.items():

@@ -1,0 +1,252 @@
+"""The retraining flow: ingest -> validate -> version (DVC) -> synthesize UserQA -> train (TMoLE,
+S2Sched) -> merge (TIES, chosen on validation) -> evaluate (probes, baselines) -> gate -> register.
+
+    instructue retrain --dataset movielens-100k --profile quick        # the README's main command
+    instructue retrain --profile tiny --set steps=20                   # a smoke run
+
+Each step is a Prefect task whose body calls one component function. Steps are cached by the content
+of their inputs (`flows/caching.py`): re-running with the same data and configuration skips every
+finished step; changing the data re-runs from synthesis on, changing a training knob from training on.
+A failing gate fails the flow with the gate's reasons and registers nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows.caching import CACHED, file_digest, folder_digest, key_of
+from flows.settings import Paths
+
+MAX_BAD_SHARE = 0.05  # the ingestion default: more bad rows than this stops the flow
+CONTRACT_FILES = ("schema.yaml", "users.parquet", "events.parquet", "labels.parquet", "cutoffs.parquet")
+
+
+class GateFailedError(RuntimeError):
+    """The candidate did not pass its gate; the reasons are in the message and in the report."""
+
+
+# -- steps: each body is one component call -------------------------------------------------------
+@task(name="ingest", **CACHED)
+def ingest_step(cache_key: str, dataset: str, options: dict, root: Path, max_bad_share: float) -> dict:
+    from components.ingestion import ingest, read_dataset
+
+    paths = Paths.resolve(root)
+    summary = ingest(
+        read_dataset(dataset, **options), paths.data, paths.quarantine, max_bad_share=max_bad_share
+    )
+    return asdict(summary)
+
+
+@task(name="version-data")
+def version_step(root: Path) -> dict:
+    # not cached: `dvc add` of unchanged content is quick, and its hash is what the registry records
+    from components.ingestion import versioning
+
+    versioning.ensure_dvc_repo(root)
+    version = versioning.version_data(root)
+    return {"md5": version.md5, "datasets": version.datasets, "dvc_file": str(version.dvc_file)}
+
+
+@task(name="synthesize", retries=2, retry_delay_seconds=10, **CACHED)
+def synthesize_step(cache_key: str, data_dir: Path, writer: str, writer_options: dict, config: dict) -> dict:
+    # retries: an endpoint writer can fail transiently; finished chunks are kept, so a retry resumes
+    from components.userqa.synthesize import SynthesisConfig, synthesize
+    from components.userqa.writers import make_writer
+
+    summary = synthesize(
+        data_dir, make_writer(writer, **writer_options), SynthesisConfig.model_validate(config)
+    )
+    return asdict(summary)
+
+
+@task(name="train", retries=1, retry_delay_seconds=5, **CACHED)
+def train_step(
+    cache_key: str, config: dict, data_dir: Path, run_dir: Path, tracking_root: Path | None
+) -> dict:
+    # resume=True: a retry, or a re-run after a crash, continues from the newest complete checkpoint
+    from components.training.config import TrainConfig
+    from components.training.tracking import MlflowTracker
+    from components.training.trainer import train
+
+    tracker = MlflowTracker.from_settings(tracking_root) if tracking_root else None
+    return train(
+        TrainConfig.model_validate(config), data_dir, run_dir, tracker=tracker, resume=True
+    ).to_dict()
+
+
+@task(name="merge-and-select", **CACHED)
+def merge_step(cache_key: str, run_dir: Path, data_dir: Path, settings: dict) -> dict:
+    from components.evaluation.validation import validation_probe
+    from components.ingestion import read_tables
+    from components.merging.config import MergeSettings
+    from components.merging.select import merge_and_select
+
+    merge = MergeSettings.model_validate(settings)
+    card, tables = read_tables(data_dir)
+
+    def score(folder: Path):
+        got = validation_probe(folder, card, tables, seeds=merge.validation_seeds)
+        return got.score, got.to_dict()
+
+    return merge_and_select(run_dir, merge, score).to_dict()
+
+
+@task(name="evaluate", **CACHED)
+def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, out_dir: Path, root: Path,
+                  champion: dict | None, run_id: str | None, overrides: dict) -> dict:  # fmt: skip
+    from components.evaluation import evaluate as ev
+    from components.evaluation.report import table, write_report
+    from flows.evaluate import CACHE_DIR, build_settings, mlflow_client
+
+    settings = build_settings(root, data_dir.name, overrides)
+    result = ev.evaluate_model(model_dir, data_dir, settings, root / CACHE_DIR, champion)
+    report = write_report(result, out_dir)
+    if run_id:  # the report and plots join the training run in MLflow
+        ev.log_to_mlflow(mlflow_client(root), run_id, report, out_dir)
+    return {"gate": report["gate"], "headline": report["headline"], "seconds": report.get("seconds"),
+            "folder": str(out_dir), "table": table(result)}  # fmt: skip
+
+
+@task(name="register", **CACHED)
+def register_step(cache_key: str, model_dir: Path, report: Path, data_dir: Path, root: Path) -> dict:
+    from components.registry.register import register
+    from components.registry.settings import RegistrySettings
+
+    settings = RegistrySettings.load(root)
+    client = settings.client(root)
+    done = register(client, settings.experiment_id(client, root), model_dir=model_dir, report_path=report,
+                    dataset_dir=data_dir, name=settings.name_for(data_dir.name), root=root,
+                    bundle_base_models=settings.bundle_base_models)  # fmt: skip
+    return asdict(done) | {"uri": done.uri}
+
+
+# -- the flow --------------------------------------------------------------------------------------
+def _refresh(step, outputs_present: bool, force: bool):
+    """Run `step` again when its outputs are gone (or when forced), whatever the cache says."""
+    return step.with_options(refresh_cache=force or not outputs_present)
+
+
+@flow(name="retrain")
+def retrain_flow(
+    dataset: str = "movielens-100k",
+    profile: str = "quick",
+    overrides: list[str] | None = None,
+    options: dict[str, Any] | None = None,
+    writer: str = "template",
+    writer_options: dict[str, Any] | None = None,
+    root: str | None = None,
+    register_model: bool = True,
+    track: bool = True,
+    refresh: bool = False,
+    evaluation: dict[str, Any] | None = None,
+) -> dict:
+    """Parameters: the dataset (a reader name), the run profile (`tiny`, `quick`, `paper` or a YAML
+    path) with `key=value` overrides, reader options, the UserQA writer and evaluation overrides
+    (dotted keys as `instructue evaluate --set`, e.g. `{"tuning.steps": 10}`). Returns every step's
+    record, the evaluation report's path, the gate verdict and the registered version."""
+    from components.merging.select import SELECTION_FILE
+    from components.registry.champion import champion_for
+    from components.training.config import load_profile
+    from components.training.data import USERQA_FILE
+    from components.training.trainer import RESULT_FILE
+    from components.userqa.synthesize import SynthesisConfig
+
+    log = get_run_logger()
+    paths = Paths.resolve(Path(root) if root else None)
+    config = load_profile(profile, list(overrides or []))  # validated before any work starts
+    data_dir = paths.data / dataset
+    root_id = str(paths.root)  # two clones on one machine share Prefect's cache, never its hits
+    seconds: dict[str, float] = {}
+    states: dict[str, str] = {}
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "profile": config.profile,
+        "seconds": seconds,
+        "states": states,
+    }
+
+    def timed(name, step, *args):
+        t0 = time.perf_counter()
+        state = step(*args, return_state=True)
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        states[name] = state.name  # "Cached" when the inputs' content was seen before
+        log.info("%s: %s in %.1f s", name, state.name, seconds[name])
+        return state.result()
+
+    options = dict(options or {})
+    step = _refresh(ingest_step, (data_dir / "manifest.json").is_file(), refresh)
+    key = key_of("ingest", root=root_id, dataset=dataset, options=options, max_bad_share=MAX_BAD_SHARE)
+    out["ingest"] = timed("ingest", step, key, dataset, options, paths.root, MAX_BAD_SHARE)
+
+    contract = file_digest(*(data_dir / f for f in CONTRACT_FILES))
+    synth = SynthesisConfig().model_dump(mode="json")
+    writer_options = dict(writer_options or {})
+    step = _refresh(synthesize_step, (data_dir / USERQA_FILE).is_file(), refresh)
+    key = key_of(
+        "synthesize", root=root_id, contract=contract, writer=writer, options=writer_options, config=synth
+    )
+    out["synthesize"] = timed("synthesize", step, key, data_dir, writer, writer_options, synth)
+    out["data_version"] = timed("version", version_step, paths.root)
+
+    userqa = file_digest(data_dir / USERQA_FILE)
+    train_key = key_of(
+        "train",
+        root=root_id,
+        contract=contract,
+        userqa=userqa,
+        config=config.model_dump(mode="json", exclude={"merge"}),
+    )
+    run_dir = paths.runs / f"{dataset}-{config.profile}-{train_key.split('-')[-1][:8]}"
+    step = _refresh(train_step, (run_dir / RESULT_FILE).is_file(), refresh)
+    tracking = paths.root if track else None
+    out["train"] = timed(
+        "train", step, train_key, config.model_dump(mode="json"), data_dir, run_dir, tracking
+    )
+
+    merge = config.merge.model_dump(mode="json")
+    step = _refresh(merge_step, (run_dir / SELECTION_FILE).is_file(), refresh)
+    key = key_of(
+        "merge", root=root_id, train=train_key, result=file_digest(run_dir / RESULT_FILE), merge=merge
+    )
+    out["selection"] = timed("merge", step, key, run_dir, data_dir, merge)
+    winner = Path(out["selection"]["folders"][out["selection"]["winner"]])
+    weights = folder_digest(winner, "*.safetensors")
+
+    champion = champion_for(paths.root, dataset)
+    eval_dir = run_dir / "evaluation"
+    gates = file_digest(paths.root / "mlruns_config" / "gates.yaml")
+    step = _refresh(evaluate_step, (eval_dir / "report.json").is_file(), refresh)
+    evaluation = dict(evaluation or {})
+    key = key_of(
+        "evaluate",
+        root=root_id,
+        model=weights,
+        contract=contract,
+        champion=champion,
+        gates=gates,
+        settings=evaluation,
+    )
+    args = (winner, data_dir, eval_dir, paths.root, champion, out["train"].get("run_id"), evaluation)
+    out["evaluation"] = timed("evaluate", step, key, *args)
+    gate = out["evaluation"]["gate"]
+    if not gate["passed"]:
+        reasons = "\n- ".join(gate["reasons"])
+        raise GateFailedError(
+            f"the gate failed for {winner} (report: {eval_dir / 'report.md'}):\n- {reasons}"
+        )
+    if register_model:
+        report = eval_dir / "report.json"
+        key = key_of(
+            "register",
+            root=root_id,
+            model=weights,
+            report=file_digest(report),
+            data=out["data_version"]["md5"],
+        )
+        out["registered"] = timed("register", register_step, key, winner, report, data_dir, paths.root)
+    return out

@@ -1,0 +1,65 @@
+"""The retraining flow end to end on the tiny profile: a registered version at the end, a re-run that
+hits the cache at every step, and a failing gate that leaves the registry as it was."""
+
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CHEAP_EVAL = {"seeds": [0, 1], "variants": ["universal", "manual"], "baselines.names": ["tabular"],
+              "gate.beat_best_baseline": False, "gate.auc_floor": 0.0}  # fmt: skip
+TINY = ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "adapter=tmole"]
+
+
+@pytest.fixture
+def project(tmp_path, model_cache, monkeypatch):
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    for key, value in (("user.email", "ci@example.invalid"), ("user.name", "ci")):
+        subprocess.run(["git", "config", key, value], cwd=root, check=True)
+    monkeypatch.setenv("INSTRUCTUE_CACHE", str(model_cache))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root
+
+
+def run(project, evaluation=None, **kw):
+    from flows.retrain import retrain_flow
+
+    return retrain_flow(dataset="synthetic-multisource", profile="tiny", overrides=TINY,
+                        options={"n_users": 60, "seed": 0}, root=str(project),
+                        evaluation={**CHEAP_EVAL, **(evaluation or {})}, **kw)  # fmt: skip
+
+
+def versions(project):
+    from components.registry.settings import RegistrySettings
+
+    settings = RegistrySettings.load(project)
+    client = settings.client(project)
+    return sorted(
+        int(v.version) for v in client.search_model_versions("name='instructue-synthetic-multisource'")
+    )
+
+
+def test_retrain_registers_then_a_rerun_hits_the_cache(prefect_server, project):
+    first = run(project)
+    assert first["registered"]["version"] == "1" and versions(project) == [1]
+    assert first["selection"]["winner"] in first["selection"]["scores"]
+    assert first["evaluation"]["gate"]["passed"] is True
+    assert set(first["states"].values()) == {"Completed"}
+
+    again = run(project)
+    cached = {k for k, v in again["states"].items() if v == "Cached"}
+    assert cached == {"ingest", "synthesize", "train", "merge", "evaluate", "register"}
+    assert again["registered"] == first["registered"] and versions(project) == [1]
+
+
+def test_a_failing_gate_fails_the_flow_and_registers_nothing(prefect_server, project):
+    from flows.retrain import GateFailedError, retrain_flow  # noqa: F401
+
+    state = run(project, evaluation={"gate.auc_floor": 1.0}, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(GateFailedError, match="gate failed"):
+        state.result()
+    assert versions(project) == []
