@@ -172,8 +172,12 @@ def test_only_the_given_labels_are_read(setup):
     ).abs().max() > 1e-4
 
 
-def test_the_user_block_runs_once_per_tuning_run(setup, monkeypatch):
+@pytest.mark.parametrize("tuning_batch", [1, 64])
+def test_the_user_block_runs_once_per_tuning_run(setup, monkeypatch, tuning_batch):
+    from components.evaluation import tuning
+
     model, card, tables = setup
+    monkeypatch.setattr(tuning, "TUNING_BATCH", tuning_batch)  # 1: the model's batches of 4 users
     prefix_calls, suffix_lengths = [], []
     prefix, suffixes = model.prefix, model.embed_suffixes
     monkeypatch.setattr(model, "prefix", lambda *a: prefix_calls.append(1) or prefix(*a))
@@ -181,7 +185,7 @@ def test_the_user_block_runs_once_per_tuning_run(setup, monkeypatch):
         model, "embed_suffixes", lambda p, s: suffix_lengths.append(sum(len(x) for x in s)) or suffixes(p, s)
     )
     tuned = tune_instruction(model, card, tables, TASK, FIT, LABELS, FAST)
-    n_batches = math.ceil(len(FIT) / model.config.batch_size)
+    n_batches = math.ceil(len(FIT) / max(tuning_batch, model.config.batch_size))
     assert len(prefix_calls) == n_batches  # once, not once per step
     assert len(suffix_lengths) == n_batches * (FAST.steps + 1)
     assert set(suffix_lengths) == {len(tuned.tokens) + 1}  # a step runs the instruction and <USER> only
