@@ -38,8 +38,8 @@ N_USERS = 48
 def embedder():
     if not (MODEL / "model.json").is_file():
         pytest.skip(
-            f"no trained model at {MODEL}: run `instructue train --profile quick` (or set "
-            "INSTRUCTUE_BEHAVIOUR_MODEL to a model folder)"
+            f"no trained model at {MODEL}: run `instructue train --profile quick --run-dir "
+            "runs/quick-tmole-s2sched` (or set INSTRUCTUE_BEHAVIOUR_MODEL to a model folder)"
         )
     if not (DATA / "users.parquet").is_file():
         pytest.skip(f"{DATA} is not ingested: run `instructue ingest --dataset movielens-100k`")
