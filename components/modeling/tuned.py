@@ -10,7 +10,8 @@ instruction's token embeddings would go, then `<USER>`. They are optimised by
 
 File: `tuned_instructions.safetensors` beside the model's weights. One tensor per task, and a small
 JSON index in the safetensors header (task, tensor key, the manual instruction it started from, its
-TMoLE route, how it was tuned). No pickle; written atomically.
+TMoLE route, how it was tuned). No pickle; written atomically. The tokens belong to the weights they
+were tuned with: `save_model` writes a fresh folder, so saving a model again drops them.
 """
 
 from __future__ import annotations

@@ -117,10 +117,9 @@ def test_a_tuned_instruction_shares_the_manual_route_and_its_prefix(make, monkey
     assert len(calls) == (2 if model.tmole is not None else 1)
 
 
+@pytest.mark.parametrize("make", ["tmole"], indirect=True)  # routes exist only with TMoLE
 def test_the_route_of_a_tuned_instruction_is_used(make):
     model, _, batch = make()
-    if model.tmole is None:
-        pytest.skip("routes exist only with TMoLE")
     as_instruction = manual_as_tuned(model)
     as_universal = manual_as_tuned(model, route=UNIVERSAL)
     with torch.inference_mode():
