@@ -29,6 +29,13 @@ FORMAT = "instructue-tuned-instructions"
 FORMAT_VERSION = "1"
 
 
+class NoTunedInstruction(KeyError):
+    """The model folder has no tuned instruction for a task."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclass(eq=False)  # hashed by identity: the object is a key of `embed_many`'s result
 class TunedInstruction:
     """Soft instruction tokens for one task.
@@ -130,7 +137,7 @@ def tuned_for(model_dir: Path, tasks: list[str]) -> list[TunedInstruction]:
     missing = [t for t in tasks if t not in saved]
     if missing:
         have = sorted(saved) or "none"
-        raise KeyError(
+        raise NoTunedInstruction(
             f"model folder {model_dir} has no tuned instruction for task(s) {missing} (it has: {have}); "
             "tune them with `instructue evaluate` on this model, or use the manual instruction (--task)"
         )
