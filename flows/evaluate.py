@@ -122,6 +122,14 @@ def history_task(root: Path, run_id: str):
     return s2sched_from_mlflow(mlflow_client(root), run_id)
 
 
+@task(name="save-tuned-instructions", cache_policy=NO_CACHE)
+def save_tuned_task(model_dir: Path, tuned: dict) -> None:
+    # beside the weights they were tuned for, so `instructue embed --tuned <task>` finds them
+    from components.modeling.tuned import save_tuned
+
+    save_tuned(model_dir, list(tuned.values()))
+
+
 @task(name="write-report", cache_policy=NO_CACHE)
 def report_task(result, folder: Path) -> dict:
     return write_report(result, folder)
@@ -179,6 +187,8 @@ def evaluate_flow(
         inputs, settings, tuning_users, tuned, reps, feats, scores, verdict, seconds, history
     )
     report = report_task(result, folder)
+    if result.tuned:
+        save_tuned_task(model_dir, result.tuned)
     if track:
         if run_id is None:
             from components.training.tracking import TrackingSettings

@@ -101,11 +101,14 @@ def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, out_dir: Path
                   champion: dict | None, run_id: str | None, overrides: dict) -> dict:  # fmt: skip
     from components.evaluation import evaluate as ev
     from components.evaluation.report import table, write_report
+    from components.modeling.tuned import save_tuned
     from flows.evaluate import CACHE_DIR, build_settings, mlflow_client
 
     settings = build_settings(root, data_dir.name, overrides)
     result = ev.evaluate_model(model_dir, data_dir, settings, root / CACHE_DIR, champion)
     report = write_report(result, out_dir)
+    if result.tuned:  # beside the weights they fit: `instructue embed --tuned <task>` uses them
+        save_tuned(model_dir, list(result.tuned.values()))
     if run_id:  # the report and plots join the training run in MLflow
         ev.log_to_mlflow(mlflow_client(root), run_id, report, out_dir)
     return {"gate": report["gate"], "headline": report["headline"], "seconds": report.get("seconds"),
@@ -150,6 +153,7 @@ def retrain_flow(
     (dotted keys as `instructue evaluate --set`, e.g. `{"tuning.steps": 10}`). Returns every step's
     record, the evaluation report's path, the gate verdict and the registered version."""
     from components.merging.select import SELECTION_FILE
+    from components.modeling.factory import WEIGHTS_FILE
     from components.registry.champion import champion_for
     from components.training.config import load_profile
     from components.training.data import USERQA_FILE
@@ -215,7 +219,7 @@ def retrain_flow(
     )
     out["selection"] = timed("merge", step, key, run_dir, data_dir, merge)
     winner = Path(out["selection"]["folders"][out["selection"]["winner"]])
-    weights = folder_digest(winner, "*.safetensors")
+    weights = folder_digest(winner, WEIGHTS_FILE)  # not the tuned instructions evaluation adds
 
     champion = champion_for(paths.root, dataset)
     eval_dir = run_dir / "evaluation"

@@ -108,6 +108,7 @@ class EvaluationResult:
     embeddings: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     labels: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     s2sched: dict | None = field(default=None, repr=False)  # branch -> task -> [(step, ratio)]
+    tuned: dict = field(default_factory=dict, repr=False)  # task -> TunedInstruction (to save)
     routing: dict | None = field(default=None, repr=False)  # {"tasks": [...], "embedding": (T, T), ...}
 
 
@@ -307,6 +308,7 @@ def assemble(
         n_probe_users=len(inputs.probe_ids),
         tuning_users=tuning_users,
         tuning_losses={t: list(x.losses) for t, x in tuned.items()},
+        tuned=dict(tuned),
         baseline_cached={b: f.cached for b, f in feats.items()},
         embeddings=reps,
         labels=inputs.labels,

@@ -2,12 +2,14 @@
 hits the cache at every step, and a failing gate that leaves the registry as it was."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
-CHEAP_EVAL = {"seeds": [0, 1], "variants": ["universal", "manual"], "baselines.names": ["tabular"],
+CHEAP_EVAL = {"seeds": [0, 1], "variants": ["universal", "manual", "tuned"], "tuning.steps": 2,
+              "tuning.shots_per_class": 2, "baselines.names": ["tabular"],
               "gate.beat_best_baseline": False, "gate.auc_floor": 0.0}  # fmt: skip
 TINY = ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "adapter=tmole"]
 
@@ -48,6 +50,8 @@ def test_retrain_registers_then_a_rerun_hits_the_cache(prefect_server, project):
     assert first["selection"]["winner"] in first["selection"]["scores"]
     assert first["evaluation"]["gate"]["passed"] is True
     assert set(first["states"].values()) == {"Completed"}
+    winner = first["selection"]["folders"][first["selection"]["winner"]]
+    assert (Path(winner) / "tuned_instructions.safetensors").is_file()  # `embed --tuned` finds them
 
     again = run(project)
     cached = {k for k, v in again["states"].items() if v == "Cached"}
