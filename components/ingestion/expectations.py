@@ -81,6 +81,7 @@ def build_suites(card: DatasetCard, now: pd.Timestamp) -> dict[Table, list]:
         not_null("user_id"),
         not_null("ts"),
         not_null("text"),
+        not_null("source"),  # the set and range checks below skip nulls
         _exp(
             gxe.ExpectColumnValuesToBeInSet,
             f"source is not a sequence source of the card {card.sequence_sources}",
@@ -98,6 +99,8 @@ def build_suites(card: DatasetCard, now: pd.Timestamp) -> dict[Table, list]:
     ]
     labels = [
         not_null("user_id"),
+        not_null("task"),
+        not_null("label"),
         _exp(
             gxe.ExpectColumnValuesToBeInSet,
             f"task is not a task of the card {card.task_names}",
@@ -115,6 +118,7 @@ def build_suites(card: DatasetCard, now: pd.Timestamp) -> dict[Table, list]:
         not_null("user_id"),
         _exp(gxe.ExpectColumnValuesToBeUnique, "user_id has more than one cut-off", column="user_id"),
         not_null("as_of"),
+        not_null("n_profile"),
         _exp(gxe.ExpectColumnValuesToBeBetween, f"as_of {ts_why}", column="as_of", **ts_range),
         _exp(gxe.ExpectColumnValuesToBeBetween, "n_profile must be >= 0", column="n_profile", min_value=0),
     ]

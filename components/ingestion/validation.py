@@ -103,7 +103,11 @@ def _to_text(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
         if isinstance(v, str):
-            out[i] = v
+            try:
+                v.encode("utf-8")  # lone surrogates: undecodable bytes read with surrogateescape
+                out[i] = v
+            except UnicodeEncodeError:
+                out[i], bad[i] = None, True
         elif v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
             out[i] = None
         elif isinstance(v, bytes):
@@ -254,9 +258,18 @@ class ChunkValidator:
             return pd.DataFrame()
         rows = sorted(bad)
         # original values as text: a defective row may hold values no typed column can store
-        out = raw.iloc[rows].map(lambda x: None if x is None else repr(x) if isinstance(x, bytes) else str(x))
+        out = raw.iloc[rows].map(_as_text)
         out = out.astype("string")
         out.insert(0, ROW, rows)
         out[REASON] = ["; ".join(dict.fromkeys(r for _, r in bad[i])) for i in rows]
         out[CHECK] = ["; ".join(dict.fromkeys(c for c, _ in bad[i])) for i in rows]
         return out.reset_index(drop=True)
+
+
+def _as_text(x) -> str | None:
+    """A quarantined value as storable text: bytes as their repr, lone surrogates escaped."""
+    if x is None:
+        return None
+    if isinstance(x, bytes):
+        return repr(x)
+    return str(x).encode("utf-8", "backslashreplace").decode("utf-8")

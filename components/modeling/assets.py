@@ -119,22 +119,29 @@ def _tiny(alias: str, cache_dir: Path | None) -> Path:
     return refuse_unsafe_folder(target)
 
 
-def refuse_unsafe_folder(path: Path) -> Path:
+def refuse_unsafe_folder(path: Path, pickles_allowed_beside_safetensors: bool = True) -> Path:
     """Return `path` if loading it runs no pickle and no remote code; raise AssetError otherwise.
 
     Refused: pickle weights (`*.bin`, `*.pt`, `*.pth`, `*.pkl`, `*.ckpt`) with no safetensors next
-    to them, and an `auto_map` in config.json or tokenizer_config.json (code shipped with the model).
+    to them (any pickle at all when `pickles_allowed_beside_safetensors` is off, as for our own model
+    folders, which never hold one), and an `auto_map` in a config.json or tokenizer_config.json
+    anywhere in the folder, `tokenizer/` included (code shipped with the model).
     """
     path = Path(path)
     pickles = sorted(p.name for p in path.rglob("*") if p.suffix in _PICKLE_SUFFIXES and p.is_file())
+    if pickles and not pickles_allowed_beside_safetensors:
+        raise AssetError(
+            f"{path} holds pickle file(s) ({', '.join(pickles[:3])}), which a model folder never "
+            "contains and which can run arbitrary code when loaded; remove them or re-save the model"
+        )
     if pickles and not any(path.rglob("*.safetensors")):
         raise AssetError(
             f"{path} holds pickle weights ({', '.join(pickles[:3])}) and no safetensors; loading "
             "pickles can run arbitrary code. Convert the weights to safetensors (load the model on a "
             "trusted machine and call save_pretrained) and point the config at that folder."
         )
-    for name in ("config.json", "tokenizer_config.json"):
-        file = path / name
+    configs = [p for p in path.rglob("*.json") if p.name in ("config.json", "tokenizer_config.json")]
+    for file in sorted(configs):
         if not file.is_file():
             continue
         try:

@@ -158,7 +158,7 @@ def load_model(
     folder = Path(folder)
     if not (folder / MODEL_FILE).exists():
         raise ModelFolderError(f"{folder} is not a model folder: {MODEL_FILE} is missing")
-    refuse_unsafe_folder(folder)
+    refuse_unsafe_folder(folder, pickles_allowed_beside_safetensors=False)
     meta = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
     config = ModelConfig.model_validate(
         {**meta["config"], **overrides, **({"device": device} if device else {})}

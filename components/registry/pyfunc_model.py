@@ -35,8 +35,16 @@ class InstructUEPyfunc(PythonModel):
 
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from components.registry.records import RecordError
+
         batch_size = (params or {}).get("batch_size") or None
-        return self.served.embed_records(model_input, batch_size=batch_size)
+        try:
+            return self.served.embed_records(model_input, batch_size=batch_size)
+        except RecordError as e:  # the caller's mistake: a 400 that names the record, not a 500
+            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 mlflow.models.set_model(InstructUEPyfunc())

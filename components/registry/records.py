@@ -78,7 +78,7 @@ def tables_from_records(card: DatasetCard, records: pd.DataFrame) -> ContractTab
     for f in card.features:
         col = records[f.name] if f.name in records else pd.Series([None] * n)
         users[f.name] = (
-            pd.to_numeric(col.to_numpy(), errors="coerce").astype(np.float64)
+            _numbers(col.to_numpy(), f.name)
             if f.type is FeatureType.NUMERIC
             else [None if _missing(v) else str(v) for v in col.to_numpy()]
         )
@@ -157,6 +157,17 @@ def _missing(value) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):  # arrays and lists are not missing
         return False
+
+
+def _numbers(values: np.ndarray, column: str) -> np.ndarray:
+    """A numeric feature's values as float64; missing stays NaN, text or an infinity is refused."""
+    out = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    for row, (value, number) in enumerate(zip(values, out, strict=True)):
+        if np.isinf(number) or (np.isnan(number) and not _missing(value)):
+            raise RecordError(
+                f"record {row}: column {column!r} must be a finite number or missing, got {value!r}"
+            )
+    return out
 
 
 def _texts(value, row: int, column: str) -> list[str]:

@@ -38,7 +38,7 @@ class Scheduling(StrEnum):
 class TrainConfig(BaseModel):
     """One training run: the model, LoRA, the objective (InstructUE Eq. 1-5) and the optimiser."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     profile: str = "custom"
     model: ModelConfig = ModelConfig()
@@ -126,7 +126,11 @@ def parse_overrides(overrides: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value (e.g. steps=200, model.max_events=32)")
-        set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({e.problem})") from None
+        set_dotted(out, key.strip(), value)
     return out
 
 
@@ -157,10 +161,17 @@ def load_profile(name_or_path: str | Path, overrides: list[str] | None = None) -
     if str(name_or_path) in PROFILES:
         raw = yaml.safe_load(profile_text(str(name_or_path)))
     elif path.suffix in (".yaml", ".yml") and path.is_file():
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(
+                f"profile {path} is not valid UTF-8 YAML ({e}); fix or replace the file"
+            ) from None
     else:
         raise ConfigError(
             f"unknown profile {str(name_or_path)!r}: give one of {', '.join(PROFILES)} or a YAML file"
         )
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"profile {name_or_path} must be a mapping of settings, not a {type(raw).__name__}")
     raw = _merge(raw or {}, parse_overrides(overrides or []))
     return validate(raw, f"profile {name_or_path}")
