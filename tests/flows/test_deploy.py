@@ -201,3 +201,21 @@ def test_scheduled_run_script_sees_a_cron_fired_run_complete(cheap_source):
         "stopped the server",
     ):
         assert expected in done.stdout
+
+
+def test_every_deployment_in_prefect_yaml_points_at_a_flow_that_takes_its_parameters():
+    import importlib
+    import inspect
+
+    import yaml
+    from prefect import Flow
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    names = set()
+    for d in spec["deployments"]:
+        module, _, name = d["entrypoint"].partition(":")
+        fn = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
+        assert isinstance(fn, Flow), d["name"]
+        assert set(d.get("parameters") or {}) <= set(inspect.signature(fn.fn).parameters), d["name"]
+        names.add(d["name"])
+    assert {"weekly", "nightly-slow-tests"} <= names
