@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from flows.caching import CACHED, file_digest, folder_digest, key_of
 from flows.settings import Paths
 
+EVALUATION_DIR = "evaluation"  # <run>/evaluation/: the winner's report, whichever candidate won
 MAX_BAD_SHARE = 0.05  # the ingestion default: more bad rows than this stops the flow
 CONTRACT_FILES = ("schema.yaml", "users.parquet", "events.parquet", "labels.parquet", "cutoffs.parquet")
 
@@ -97,15 +98,23 @@ def merge_step(cache_key: str, run_dir: Path, data_dir: Path, settings: dict) ->
 
 
 @task(name="evaluate", **CACHED)
-def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, out_dir: Path, root: Path,
+def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path, root: Path,
                   champion: dict | None, run_id: str | None, overrides: dict) -> dict:  # fmt: skip
     from components.evaluation import evaluate as ev
+    from components.evaluation.plots import s2sched_from_checkpoints, s2sched_from_mlflow
     from components.evaluation.report import table, write_report
     from components.modeling.tuned import save_tuned
     from flows.evaluate import CACHE_DIR, build_settings, mlflow_client
 
     settings = build_settings(root, data_dir.name, overrides)
-    result = ev.evaluate_model(model_dir, data_dir, settings, root / CACHE_DIR, champion)
+    # the winner may be a checkpoint or the merge: the S2Sched history is the training run's
+    history = (
+        s2sched_from_mlflow(mlflow_client(root), run_id) if run_id else s2sched_from_checkpoints(run_dir)
+    )
+    result = ev.evaluate_model(
+        model_dir, data_dir, settings, root / CACHE_DIR, champion, s2sched_history=history
+    )
+    out_dir = run_dir / EVALUATION_DIR
     report = write_report(result, out_dir)
     if result.tuned:  # beside the weights they fit: `instructue embed --tuned <task>` uses them
         save_tuned(model_dir, list(result.tuned.values()))
@@ -222,7 +231,7 @@ def retrain_flow(
     weights = folder_digest(winner, WEIGHTS_FILE)  # not the tuned instructions evaluation adds
 
     champion = champion_for(paths.root, dataset)
-    eval_dir = run_dir / "evaluation"
+    eval_dir = run_dir / EVALUATION_DIR
     gates = file_digest(paths.root / "mlruns_config" / "gates.yaml")
     step = _refresh(evaluate_step, (eval_dir / "report.json").is_file(), refresh)
     evaluation = dict(evaluation or {})
@@ -235,7 +244,7 @@ def retrain_flow(
         gates=gates,
         settings=evaluation,
     )
-    args = (winner, data_dir, eval_dir, paths.root, champion, out["train"].get("run_id"), evaluation)
+    args = (winner, data_dir, run_dir, paths.root, champion, out["train"].get("run_id"), evaluation)
     out["evaluation"] = timed("evaluate", step, key, *args)
     gate = out["evaluation"]["gate"]
     if not gate["passed"]:

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.integration
 CHEAP_EVAL = {"seeds": [0, 1], "variants": ["universal", "manual", "tuned"], "tuning.steps": 2,
               "tuning.shots_per_class": 2, "baselines.names": ["tabular"],
               "gate.beat_best_baseline": False, "gate.auc_floor": 0.0}  # fmt: skip
-TINY = ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "adapter=tmole"]
+TINY = ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "adapter=tmole", "scheduling=s2sched",
+        "s2sched.eval_every=1", "s2sched.warmup_ratio=0"]  # fmt: skip
 
 
 @pytest.fixture
@@ -52,6 +53,8 @@ def test_retrain_registers_then_a_rerun_hits_the_cache(prefect_server, project):
     assert set(first["states"].values()) == {"Completed"}
     winner = first["selection"]["folders"][first["selection"]["winner"]]
     assert (Path(winner) / "tuned_instructions.safetensors").is_file()  # `embed --tuned` finds them
+    report = Path(first["evaluation"]["folder"])
+    assert {"report_s2sched_ratios.png", "report_tmole_routing.png"} <= {p.name for p in report.iterdir()}
 
     again = run(project)
     cached = {k for k, v in again["states"].items() if v == "Cached"}
