@@ -49,18 +49,17 @@ class RegistrySettings(BaseModel):
             raise ValueError(f"{path} is invalid; fix these fields:\n{e}") from None
 
     def tracking(self, root: Path) -> str:
-        env = os.environ.get("MLFLOW_TRACKING_URI")
-        if env:
-            return env
-        if self.tracking_uri:
-            return self.tracking_uri
-        return f"sqlite:///{(Path(root) / 'mlruns' / 'mlflow.db').resolve()}"
+        from components.training.tracking import store_uri
+
+        return store_uri(self.tracking_uri, root)
 
     def registry(self, root: Path) -> str:
         return os.environ.get("MLFLOW_REGISTRY_URI") or self.registry_uri or self.tracking(root)
 
     def artifacts(self, root: Path) -> str:
-        return self.artifact_root or (Path(root) / "mlruns" / "artifacts").resolve().as_uri()
+        from components.training.tracking import artifact_uri
+
+        return artifact_uri(self.artifact_root, root)
 
     def locks(self, root: Path) -> Path:
         return Path(self.lock_dir) if self.lock_dir else Path(root) / "mlruns" / "locks"

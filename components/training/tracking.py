@@ -32,15 +32,24 @@ class TrackingSettings(BaseModel):
         return cls.model_validate(raw or {})
 
     def uri(self, root: Path) -> str:
-        env = os.environ.get("MLFLOW_TRACKING_URI")
-        if env:
-            return env
-        if self.tracking_uri:
-            return self.tracking_uri
-        return f"sqlite:///{(Path(root) / 'mlruns' / 'mlflow.db').resolve()}"
+        return store_uri(self.tracking_uri, root)
 
     def artifacts(self, root: Path) -> str:
-        return self.artifact_root or (Path(root) / "mlruns" / "artifacts").resolve().as_uri()
+        return artifact_uri(self.artifact_root, root)
+
+
+def store_uri(configured: str | None, root: Path) -> str:
+    """`$MLFLOW_TRACKING_URI`, else the configured URI, else the project's SQLite store. One rule for
+    training runs and the registry, so both find the same store by default."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or configured
+        or (f"sqlite:///{(Path(root) / 'mlruns' / 'mlflow.db').resolve()}")
+    )
+
+
+def artifact_uri(configured: str | None, root: Path) -> str:
+    return configured or (Path(root) / "mlruns" / "artifacts").resolve().as_uri()
 
 
 class Tracker(Protocol):
