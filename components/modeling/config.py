@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
@@ -20,6 +20,14 @@ class InputMode(StrEnum):
     TEXT_ONLY = "text_only"  # events serialised as text inside the same boundary tokens
 
 
+class Inputs(StrEnum):
+    """What the user block holds (InstructUE Table 3's input ablations), in either input mode."""
+
+    BOTH = "both"  # every sequence source and the tabular features
+    SEQUENCES = "sequences"  # "without tabular": the sequence sources only
+    TABULAR = "tabular"  # "without sequences": the tabular features only
+
+
 class ModelConfig(BaseModel):
     """Everything that decides how users become embeddings (not how they are trained)."""
 
@@ -29,6 +37,9 @@ class ModelConfig(BaseModel):
     encoder: str = Field(DEFAULT_ENCODER, description="sentence encoder: alias, local folder or hub id")
     input_mode: InputMode = InputMode.MULTI_ENCODER
     pooling: Pooling = Pooling.USER_TOKEN
+    inputs: Inputs = Field(
+        Inputs.BOTH, description="the user block's data: both, sequences (no tabular) or tabular (no events)"
+    )
     max_events: int | None = Field(None, ge=1, description="cap per source (most recent); None: the card's")
     adapter_hidden: int | None = Field(None, ge=1, description="adapter MLP width; None: backbone width")
     tabular_dim: int = Field(64, ge=1, description="width of a tabular feature's embedding")
@@ -41,3 +52,12 @@ class ModelConfig(BaseModel):
     )
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")
     bf16: bool | None = Field(None, description="bf16 autocast; None: where the hardware has bf16 units")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_inputs(self, handler):
+        # configs written before `inputs` existed lack it: leaving the default out keeps their
+        # model.json, the checkpoints' saved configs and the retraining flow's cache keys unchanged
+        data = handler(self)
+        if self.inputs is Inputs.BOTH:
+            data.pop("inputs", None)
+        return data

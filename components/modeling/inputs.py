@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from components.modeling.config import Inputs
 from components.modeling.tokens import boundary
 
 
@@ -35,6 +36,24 @@ class Plan:
         for i, r in enumerate(rows):
             codes[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         return cls(codes, lengths)
+
+
+def block_sources(sources: list[str], tabular: str | None, inputs: Inputs) -> list[str]:
+    """The sources a user block holds, in card order: all of them, or the sequence sources only
+    (`inputs=sequences`), or the tabular source only (`inputs=tabular`). A left-out source has no
+    boundary tokens, soft tokens or text in the block.
+
+    Raises:
+        ValueError: `inputs=tabular` on a dataset without a tabular source (the block would be empty).
+    """
+    if inputs is Inputs.TABULAR and tabular is None:
+        raise ValueError(
+            "model.inputs=tabular keeps only the tabular features, but this dataset's card has no "
+            "tabular source: use model.inputs=both or model.inputs=sequences"
+        )
+    keep = {Inputs.BOTH: sources, Inputs.SEQUENCES: [s for s in sources if s != tabular],
+            Inputs.TABULAR: [tabular]}[inputs]  # fmt: skip
+    return [s for s in sources if s in keep]
 
 
 def soft(row: int) -> int:

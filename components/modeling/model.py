@@ -3,6 +3,10 @@ causal LM; the final hidden state at `<USER>` is the user embedding.
 
     [<ratings> e_1 .. e_n </ratings>] [<tabular> f_1 .. f_F </tabular>] [instruction tokens] <USER>
 
+`config.inputs` leaves the sequence sources or the tabular block out of the user block (Table 3's
+"without tabular" / "without sequences"): the left-out sources get no adapters and no input tokens,
+at training, embedding and evaluation alike, since every input is planned by `batch`.
+
 Prefix reuse: the user block precedes the instruction, so its key/value cache does not depend on the
 instruction. `embed` runs the block once per batch and route (`prefix`) and then, per instruction,
 only the instruction tokens and `<USER>` (`embed_suffixes`), with position ids continuing from each
@@ -24,7 +28,7 @@ from torch import nn
 
 from components.modeling.adapters import SourceAdapter, TabularEmbedder, TabularSpec
 from components.modeling.config import InputMode, ModelConfig, Pooling
-from components.modeling.inputs import Plan, append_suffix, multi_encoder_rows, text_rows
+from components.modeling.inputs import Plan, append_suffix, block_sources, multi_encoder_rows, text_rows
 from components.modeling.lora import LoraSettings, apply_lora, mark_trainable
 from components.modeling.profile import UserProfile
 from components.modeling.tmole import INSTRUCTION, UNIVERSAL, Branch, Route, TMoLE, TMoLESettings, routed
@@ -69,7 +73,7 @@ class UserBatch:
 
     plan: Plan
     event_texts: list[str]
-    event_source: list[int]  # index into spec.sequence_sources, per event
+    event_source: list[int]  # index into the model's `sequence_sources`, per event
     numeric: torch.Tensor  # (B, F_num)
     categorical: torch.Tensor  # (B, F_cat)
 
@@ -104,6 +108,10 @@ class InstructUE(nn.Module):
             raise ValueError("the multi-encoder input needs a sentence encoder")
         for p in self.backbone.parameters():
             p.requires_grad_(False)
+        # the sources the user block holds (config.inputs), in card order
+        self.block_sources = block_sources(spec.sources, spec.tabular_source, config.inputs)
+        self.sequence_sources = [s for s in self.block_sources if s != spec.tabular_source]
+        self.tabular_source = spec.tabular_source if spec.tabular_source in self.block_sources else None
         self.lora: LoraSettings | None = None
         self.tmole: TMoLE | None = None
         d = backbone.get_input_embeddings().embedding_dim
@@ -116,12 +124,12 @@ class InstructUE(nn.Module):
         hidden = config.adapter_hidden or d
         self.adapters = nn.ModuleDict()
         if config.input_mode is InputMode.MULTI_ENCODER:
-            for s in spec.sequence_sources:
+            for s in self.sequence_sources:
                 self.adapters[s] = SourceAdapter(spec.encoder_dim, hidden, d)
         self.tabular = None
-        if spec.tabular_source is not None and config.input_mode is InputMode.MULTI_ENCODER:
+        if self.tabular_source is not None and config.input_mode is InputMode.MULTI_ENCODER:
             self.tabular = TabularEmbedder(spec.tabular, config.tabular_dim)
-            self.adapters[spec.tabular_source] = SourceAdapter(config.tabular_dim, hidden, d)
+            self.adapters[self.tabular_source] = SourceAdapter(config.tabular_dim, hidden, d)
 
     def add_lora(self, settings: LoraSettings) -> InstructUE:
         """LoRA on the backbone's projections (see `lora.py`); recorded so `save_model` keeps it."""
@@ -164,9 +172,9 @@ class InstructUE(nn.Module):
         """Plan the user blocks of `profiles`; `users` holds their rows of users.parquet, same order."""
         num, cat = self.spec.tabular.encode(users)
         if self.config.input_mode is InputMode.TEXT_ONLY:
-            rows = text_rows(self._serialised(profiles, users), self.spec.sources, self.token_ids)
+            rows = text_rows(self._serialised(profiles, users), self.block_sources, self.token_ids)
             return UserBatch(Plan.pad(rows), [], [], torch.from_numpy(num), torch.from_numpy(cat))
-        seq = self.spec.sequence_sources
+        seq = self.sequence_sources
         texts, source = [], []
         for p in profiles:
             for j, s in enumerate(seq):
@@ -174,9 +182,7 @@ class InstructUE(nn.Module):
                 source += [j] * len(p.events[s])
         counts = [{s: len(p.events[s]) for s in seq} for p in profiles]
         n_feat = self.spec.tabular.n_features if self.tabular is not None else 0
-        tab = self.spec.tabular_source if self.tabular is not None else None
-        order = [s for s in self.spec.sources if s in seq or s == tab]
-        rows = multi_encoder_rows(counts, order, tab, n_feat, self.token_ids)
+        rows = multi_encoder_rows(counts, self.block_sources, self.tabular_source, n_feat, self.token_ids)
         return UserBatch(Plan.pad(rows), texts, source, torch.from_numpy(num), torch.from_numpy(cat))
 
     def _serialised(self, profiles: list[UserProfile], users: pd.DataFrame) -> list[dict[str, list[int]]]:
@@ -185,14 +191,14 @@ class InstructUE(nn.Module):
         out = []
         for i, p in enumerate(profiles):
             per: dict[str, list[int]] = {}
-            for s in self.spec.sequence_sources:
+            for s in self.sequence_sources:
                 per[s] = self._tokenize("\n".join(p.events[s]))[-budget:]  # the most recent tokens
-            if self.spec.tabular_source is not None:
+            if self.tabular_source is not None:
                 row = users.iloc[i]
                 text = "; ".join(f"{f}: {_fmt(row[f])}" for f in self.spec.tabular.numeric)
                 cats = "; ".join(f"{f}: {row[f]}" for f in self.spec.tabular.categorical)
                 text = "; ".join(t for t in (text, cats) if t)
-                per[self.spec.tabular_source] = self._tokenize(text)[:budget]
+                per[self.tabular_source] = self._tokenize(text)[:budget]
             out.append(per)
         return out
 
@@ -236,14 +242,14 @@ class InstructUE(nn.Module):
             vec = self.encoder.encode(batch.event_texts).to(self.device)
             src = torch.tensor(batch.event_source, device=self.device)
             out = torch.zeros(len(vec), self.dim, device=self.device, dtype=self.tokens.special.dtype)
-            for j, s in enumerate(self.spec.sequence_sources):
+            for j, s in enumerate(self.sequence_sources):
                 sel = (src == j).nonzero(as_tuple=True)[0]
                 if len(sel):
                     out = out.index_copy(0, sel, self.adapters[s](vec[sel]).to(out.dtype))
             parts.append(out)
         if self.tabular is not None:
             feats = self.tabular(batch.numeric.to(self.device), batch.categorical.to(self.device))
-            parts.append(self.adapters[self.spec.tabular_source](feats).reshape(-1, self.dim))
+            parts.append(self.adapters[self.tabular_source](feats).reshape(-1, self.dim))
         if not parts:
             return torch.zeros(0, self.dim, device=self.device)
         return torch.cat(parts)

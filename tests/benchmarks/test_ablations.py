@@ -1,0 +1,112 @@
+"""benchmarks/ablations.py: every variant's overrides are a valid configuration that differs from the
+full model as the paper's row says, and on the tiny profile two variants run through the retraining
+flow, land in the JSON and, called again, reuse their finished runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "merge.validation_seeds=[0]"]
+CHEAP_EVAL = {
+    "seeds": [0, 1],
+    "Cs": [1.0],
+    "variants": ["universal", "manual"],
+    "baselines.names": ["tabular"],
+}
+STEPS = ("ingest", "synthesize", "train", "merge", "evaluate")
+
+
+@pytest.fixture
+def ablations(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import ablations
+
+    return ablations
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("profile", ["tiny", "quick"])
+def test_every_variant_changes_what_its_row_says(ablations, profile):
+    from components.modeling.config import InputMode, Inputs, Pooling
+    from components.training.config import Adapter, Scheduling, load_profile
+
+    full = load_profile(profile)
+    want = {
+        "text_only": {"model": full.model.model_copy(update={"input_mode": InputMode.TEXT_ONLY})},
+        "no_sequences": {"model": full.model.model_copy(update={"inputs": Inputs.TABULAR})},
+        "no_tabular": {"model": full.model.model_copy(update={"inputs": Inputs.SEQUENCES})},
+        "no_ntp": {"no_ntp": True},
+        "no_contrastive": {"no_contrastive": True},
+        "mean_pooling": {"model": full.model.model_copy(update={"pooling": Pooling.MEAN})},
+        "no_merge": {"merge": full.merge.model_copy(update={"enabled": False})},
+        "no_s2sched": {"scheduling": Scheduling.UNIFORM},
+        "no_tmole": {"adapter": Adapter.LORA},
+        "no_all_three": {"merge": full.merge.model_copy(update={"enabled": False}),
+                         "scheduling": Scheduling.UNIFORM, "adapter": Adapter.LORA},
+    }  # fmt: skip
+    assert set(want) | {"full"} == set(ablations.BY_NAME)
+    for v in ablations.VARIANTS:
+        got = load_profile(profile, list(v.overrides))
+        assert got == full.model_copy(update=want.get(v.name, {})), v.name
+    if profile == "quick":  # the profile the study runs: Table 4's switches are on in it
+        assert full.adapter is Adapter.TMOLE and full.scheduling is Scheduling.S2SCHED and full.merge.enabled
+
+
+@pytest.mark.unit
+def test_selection_and_the_list(ablations, capsys):
+    names = lambda vs: [v.name for v in vs]  # noqa: E731
+    table3 = names(ablations.select("3"))
+    assert table3[:2] == ["full", "text_only"] and "no_merge" not in table3
+    assert names(ablations.select("4")) == ["full", "no_merge", "no_s2sched", "no_tmole", "no_all_three"]
+    assert names(ablations.select(only=["no_ntp", "full"])) == ["full", "no_ntp"]
+    with pytest.raises(ValueError, match="unknown variant.*no_such"):
+        ablations.select(only=["no_such"])
+    with pytest.raises(ValueError, match="no_sequences: .*steps"):
+        ablations.validate_overrides("tiny", ["steps=0"], [ablations.BY_NAME["no_sequences"]])
+    assert ablations.main(["--list", "--table", "4", "--set", "steps=20"]) == 0
+    out = capsys.readouterr().out
+    assert "no_all_three" in out and "steps=20 merge.enabled=false scheduling=uniform adapter=lora" in out
+
+
+@pytest.fixture
+def project(tmp_path, model_cache, monkeypatch):
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    for key, value in (("user.email", "ci@example.invalid"), ("user.name", "ci")):
+        subprocess.run(["git", "config", key, value], cwd=root, check=True)
+    monkeypatch.setenv("INSTRUCTUE_CACHE", str(model_cache))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root
+
+
+@pytest.mark.integration
+def test_two_variants_then_a_second_call_reuses_them(prefect_server, project, ablations, tmp_path):
+    out = tmp_path / "ablations.json"
+    kw = {"dataset": "synthetic-multisource", "profile": "tiny", "extra": TINY, "out": out,
+          "root": str(project), "options": {"n_users": 60, "seed": 0}, "evaluation": CHEAP_EVAL}  # fmt: skip
+    variants = ablations.select(only=["no_tabular"])
+    ablations.run_study(variants, **kw)
+    written = json.loads(out.read_text())
+    assert written["machine"]["cpu_count"] and written["profile"] == "tiny"
+    rows = {r["variant"]: r for r in written["rows"]}
+    assert list(rows) == ["full", "no_tabular"]
+    for r in rows.values():
+        assert r["error"] is None and r["states"]["train"] == "Completed"
+        assert r["mean_auc"]["tuned"] is None and 0 <= r["mean_auc"]["mean"] <= 1
+        assert r["seconds"]["train"] > 0 and r["train_wall_s"] > 0
+        assert r["tasks"] and all(set(by) == {"universal", "manual"} for by in r["tasks"].values())
+    assert rows["no_tabular"]["overrides"] == [*TINY, "model.inputs=sequences"]
+    assert rows["full"]["run_dir"] != rows["no_tabular"]["run_dir"]
+    saved = json.loads((Path(rows["no_tabular"]["winner_dir"]) / "model.json").read_text())
+    assert saved["config"]["inputs"] == "sequences"
+
+    again = ablations.run_study(variants, **kw)
+    for r in again["rows"]:
+        assert {r["states"][k] for k in STEPS} == {"Cached"}, r["states"]
+        assert r["mean_auc"] == rows[r["variant"]]["mean_auc"] and r["tasks"] == rows[r["variant"]]["tasks"]
