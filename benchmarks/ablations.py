@@ -67,10 +67,13 @@ VARIANTS = (
     Variant("no_contrastive", 3, "w/o contrastive loss", ("no_contrastive=true",)),
     Variant("mean_pooling", 3, "average pooling instead of <USER>", ("model.pooling=mean",)),
     Variant("no_merge", 4, "w/o Model Merge", ("merge.enabled=false",)),
-    Variant("no_s2sched", 4, "w/o S2Sched", ("scheduling=uniform",)),
+    Variant("no_s2sched", 4, "w/o S2Sched", ("scheduling=uniform", "task_batches=null")),
     Variant("no_tmole", 4, "w/o TMoLE", ("adapter=lora",)),
     Variant(
-        "no_all_three", 4, "w/o all three", ("merge.enabled=false", "scheduling=uniform", "adapter=lora")
+        "no_all_three",
+        4,
+        "w/o all three",
+        ("merge.enabled=false", "scheduling=uniform", "task_batches=null", "adapter=lora"),
     ),  # fmt: skip
 )
 BY_NAME = {v.name: v for v in VARIANTS}

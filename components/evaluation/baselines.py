@@ -193,13 +193,13 @@ def raw_backbone_features(
     progress: bool = False,
 ) -> np.ndarray:
     """The untrained backbone's `<USER>` state over the text-only input (see the module docstring)."""
-    from components.modeling.config import InputMode
+    from components.modeling.config import InputMode, Inputs
     from components.modeling.embed import UserEmbedder
     from components.modeling.factory import build_model
 
-    config = model_config.model_copy(
+    config = model_config.model_copy(  # every source, whatever input ablation the model has
         update={"input_mode": InputMode.TEXT_ONLY, "max_text_tokens": settings.text_tokens,
-                "batch_size": settings.batch_size}
+                "batch_size": settings.batch_size, "inputs": Inputs.BOTH}
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):  # the special-token rows' init, the same every time
         torch.manual_seed(settings.seed)

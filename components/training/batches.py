@@ -81,8 +81,10 @@ class ScheduledPlanner:
     """S2Sched over the UserQA tasks of both branches; see the module docstring."""
 
     def __init__(self, examples: list[Example], n_emb: int, n_gen: int, accum: int, seed: int,
-                 generic_share: float, config: S2SchedConfig, total_steps: int):  # fmt: skip
+                 generic_share: float, config: S2SchedConfig, total_steps: int,
+                 task_batches: int | None = None):  # fmt: skip
         self.examples, self.n_emb, self.n_gen, self.accum = examples, n_emb, n_gen, accum
+        self.task_batches = task_batches
         self.seed, self.generic_share, self.config, self.total_steps = (
             seed,
             generic_share,
@@ -129,8 +131,12 @@ class ScheduledPlanner:
                 draws[branch] = [[] for _ in range(self.accum)]
                 continue
             total = per * self.accum * world
-            composed = self.pools.compose(self.scheduler.counts(branch, total))
-            composed = rng.permutation(composed).tolist()  # every micro-batch gets a share of each task
+            if branch == EMBEDDING and self.task_batches:
+                # a few tasks per step, kept together: negatives within a task differ by user only
+                composed = self.pools.compose(self.task_counts(total, step))
+            else:
+                composed = self.pools.compose(self.scheduler.counts(branch, total))
+                composed = rng.permutation(composed).tolist()  # every micro-batch gets a share of each task
             draws[branch] = shard(composed, per, self.accum, world, rank)
         out = []
         for emb_idx, gen_idx in zip(draws[EMBEDDING], draws[GENERATIVE], strict=True):
@@ -139,6 +145,21 @@ class ScheduledPlanner:
             out.append(MicroBatch(emb, gen, route_names(emb, self.generic_share, rng),
                                   route_names(gen, self.generic_share, rng)))  # fmt: skip
         return out
+
+    def task_counts(self, total: int, step: int) -> dict[str, int]:
+        """The embedding batch of `task_batches` tasks: drawn without replacement with probabilities
+        S2Sched's current ratios (a task with a larger ratio is drawn more often; drawing k without
+        replacement evens the shares out a little), the `total`
+        examples split evenly between them (`allocate`), seeded by (seed, step)."""
+        from components.training.s2sched import allocate
+
+        snap = self.scheduler.snapshot(EMBEDDING)
+        w = np.array([snap[t]["ratio"] for t in self.tasks], float)
+        k = min(self.task_batches, len(self.tasks))
+        rng = np.random.default_rng([self.seed, step, 3])
+        chosen = sorted(rng.choice(len(self.tasks), k, replace=False, p=w / w.sum()).tolist())
+        counts = allocate(total, np.ones(k))
+        return {self.tasks[c]: int(n) for c, n in zip(chosen, counts, strict=True)}
 
     @property
     def epoch(self) -> float:

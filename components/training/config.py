@@ -61,6 +61,12 @@ class TrainConfig(BaseModel):
     batch_generative: int = Field(16, ge=0, description="generative-branch examples per micro-batch")
     no_ntp: bool = Field(False, description="ablation: drop the generative branch (Eq. 1)")
     no_contrastive: bool = Field(False, description="ablation: drop the embedding branch (Eq. 2-4)")
+    task_batches: int | None = Field(
+        None,
+        ge=1,
+        description="S2Sched only: draw each step's embedding batch from this many tasks (by their "
+        "ratios) and take InfoNCE negatives within the task; None: every task mixed, negatives from all",
+    )
     temperature: float = Field(0.05, gt=0)
     margin: float | None = Field(0.1, description="c_margin of Eq. 4; null disables the mask")
     same_side: bool = True
@@ -88,6 +94,14 @@ class TrainConfig(BaseModel):
             problems.append("batch_embedding must be >= 2: InfoNCE needs in-batch negatives")
         if not self.no_ntp and self.batch_generative < 1:
             problems.append("batch_generative must be >= 1 unless no_ntp")
+        if self.task_batches is not None:
+            if self.scheduling is not Scheduling.S2SCHED:
+                problems.append("task_batches composes S2Sched's batches: it needs scheduling=s2sched")
+            elif not self.no_contrastive and self.batch_embedding < 2 * self.task_batches:
+                problems.append(
+                    f"task_batches={self.task_batches} needs batch_embedding >= {2 * self.task_batches}: "
+                    "each task's examples need an in-task negative"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self

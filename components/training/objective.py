@@ -40,6 +40,7 @@ class ObjectiveSettings:
     alpha_cl: float = 1.0
     max_answer_tokens: int = 96
     share_pass: bool = True  # one pass for both branches where the routing allows it (module docstring)
+    in_task_negatives: bool = False  # InfoNCE negatives only from the same task (`task_batches`)
 
 
 @dataclass
@@ -116,6 +117,9 @@ class Objective(nn.Module):
             answers, n = self._embed_answers(texts, emb_route)
             tokens += n
             same = torch.tensor([[a == b for b in texts] for a in texts], device=m.device)
+            if s.in_task_negatives:  # another task's answer is told apart by its template, not the user
+                names = [task_name(e) for e in emb]
+                same = same | torch.tensor([[a != b for b in names] for a in names], device=m.device)
             cl = info_nce(users, answers, s.temperature, s.margin, s.same_side, known_positive=same)
         examples = len(set(map(id, emb)) | set(map(id, gen)))
         return StepOutput(joint_loss(lm, cl, s.alpha_lm, s.alpha_cl), tokens, examples)

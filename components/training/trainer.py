@@ -150,6 +150,7 @@ def train(
         n_embedding=config.n_embedding, n_generative=config.n_generative, temperature=config.temperature,
         margin=config.margin, same_side=config.same_side, alpha_lm=config.alpha_lm,
         alpha_cl=config.alpha_cl, max_answer_tokens=config.max_answer_tokens,
+        in_task_negatives=config.task_batches is not None,
     )  # fmt: skip
     objective = Objective(model, settings, profiles, tables.users)
     params = [p for p in objective.parameters() if p.requires_grad]
@@ -284,7 +285,7 @@ def _planner(config: TrainConfig, examples):
     common = (examples, config.n_embedding, config.n_generative, config.grad_accum, config.seed,
               config.generic_instruction_share)  # fmt: skip
     if config.scheduling is Scheduling.S2SCHED:
-        return ScheduledPlanner(*common, config.s2sched, config.steps)
+        return ScheduledPlanner(*common, config.s2sched, config.steps, config.task_batches)
     return UniformPlanner(*common)
 
 

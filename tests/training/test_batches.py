@@ -71,3 +71,30 @@ def test_scheduled_planner_holds_validation_out_and_follows_the_counts():
     twin.load_state_dict(state)
     a, b = planner.plan(30, 1, 0)[0], twin.plan(30, 1, 0)[0]
     assert [id(e) for e in a.emb] == [id(e) for e in b.emb]
+
+
+def test_task_batches_draw_the_embedding_batch_from_few_tasks_by_their_ratios():
+    ex = examples(60)
+    cfg = S2SchedConfig(val_per_task=4, eval_every=5, window=3)
+
+    def planner():
+        return ScheduledPlanner(ex, 8, 4, accum=2, seed=0, generic_share=0.0, config=cfg, total_steps=400,
+                                task_batches=2)  # fmt: skip
+
+    a, b = planner(), planner()
+    seen = {}
+    for step in range(300):
+        mbs = a.plan(step, world=1, rank=0)
+        assert [[id(e) for e in m.emb] for m in mbs] == [[id(e) for e in m.emb] for m in b.plan(step, 1, 0)]
+        tasks = [[task_name(e) for e in m.emb] for m in mbs]
+        assert all(len(set(t)) == 1 and len(t) == 8 for t in tasks)  # one task per micro-batch of 8
+        assert tasks[0][0] != tasks[1][0]  # two different tasks per step
+        assert len(mbs[0].gen) == 4 and len({task_name(e) for m in mbs for e in m.gen}) >= 2  # unchanged
+        for t in tasks:
+            seen[t[0]] = seen.get(t[0], 0) + 1
+    assert set(seen) == {"churn", "likes", UNIVERSAL}
+    assert all(150 < n < 250 for n in seen.values())  # uniform ratios at first: each task in 2/3 of steps
+    # a task whose ratio rises is drawn more often
+    a.scheduler._branch(EMBEDDING).ratios = [0.1, 0.1, 0.8]  # tasks sorted: churn, likes, universal
+    later = [task_name(e) for s in range(300, 400) for m in a.plan(s, 1, 0) for e in m.emb[:1]]
+    assert later.count(UNIVERSAL) > 90

@@ -36,6 +36,8 @@ def test_overrides_are_parsed_as_yaml_and_nested():
         (["unknown_key=1"], "unknown_key"),
         (["model.bogus=1"], "bogus"),
         (["steps"], "key=value"),
+        (["scheduling=uniform", "task_batches=2"], "needs scheduling=s2sched"),
+        (["scheduling=s2sched", "task_batches=3", "batch_embedding=4"], "in-task negative"),
     ],
 )
 def test_bad_values_fail_with_the_culprit_named(overrides, message):

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from components.training.checkpoint import OPTIMIZER_FILE, STATE_FILE, complete_checkpoints
 from components.training.config import load_profile
+from components.training.data import task_name
 from components.training.trainer import MODEL_DIR, train
 
 pytestmark = pytest.mark.integration
@@ -148,7 +149,9 @@ def launch(args: list[str], qa_data: Path, run_dir: Path, cache: Path, procs: in
 
 
 @pytest.mark.parametrize(
-    "mechanisms", [[], ["adapter=tmole", "scheduling=s2sched"]], ids=["lora", "tmole+s2sched"]
+    "mechanisms",
+    [[], ["adapter=tmole", "scheduling=s2sched", "task_batches=2"]],
+    ids=["lora", "tmole+s2sched+task_batches"],
 )
 def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     mechanisms, qa_data, model_cache, tmp_path
@@ -267,3 +270,41 @@ def test_tmole_and_s2sched_train_log_and_save_their_state(qa_data, model_cache, 
         history = client.get_metric_history(result.run_id, f"s2sched/generative/{task}/{kind}")
         assert [m.step for m in history] == [0, 3, 6, 9], kind
     assert "run_s2sched_s" in keys
+
+
+def test_in_task_negatives_leave_only_same_task_pairs_in_infonce(qa_data, model_cache):
+    """With `in_task_negatives`, a batch of one example per task has no negative at all (loss 0);
+    with two per task the loss is positive, and the plain InfoNCE over the same batch is larger."""
+    from components.ingestion.contract import read_tables
+    from components.modeling.factory import build_model
+    from components.modeling.profile import build_profiles
+    from components.training.data import load_examples
+    from components.training.objective import Objective, ObjectiveSettings
+
+    config = tiny("margin=null")
+    card, tables = read_tables(qa_data)
+    torch.manual_seed(0)
+    model = build_model(card, tables.users, config.model, model_cache).add_lora(config.lora)
+    examples = load_examples(qa_data)
+    by_task: dict[str, list] = {}
+    for e in examples:
+        by_task.setdefault(task_name(e), []).append(e)
+    assert len(by_task) >= 3
+    ids = sorted({e.user_id for e in examples})
+    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+
+    def cl(batch, in_task: bool) -> float:
+        s = ObjectiveSettings(n_embedding=len(batch), n_generative=0, margin=None, in_task_negatives=in_task)
+        with torch.no_grad():
+            return float(Objective(model, s, profiles, tables.users)(batch, []).terms.cl)
+
+    one_each = [v[0] for v in by_task.values()]
+    assert cl(one_each, True) == pytest.approx(0.0, abs=1e-6)
+    assert cl(one_each, False) > 0.1
+    pairs = []
+    for v in list(by_task.values())[:3]:  # two users per task, with different answers
+        first = v[0]
+        other = next(e for e in v if e.user_id != first.user_id and e.answer != first.answer)
+        pairs += [first, other]
+    assert cl(pairs, True) > 0.1
+    assert cl(pairs, False) > cl(pairs, True)
