@@ -56,7 +56,25 @@ def machine() -> dict:
     }
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable(value):
+    """`value` with this checkout's absolute path made relative and the home folder written `~`, in
+    every string it holds: results are committed, machine paths are not."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        return value.replace(f"{ROOT}/", "").replace(str(ROOT), ".").replace(str(Path.home()), "~")
+    return value
+
+
 def write_result(path: Path, report: dict) -> None:
+    """Write `report` as JSON, atomically (a temp file, then rename), with portable paths."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(portable(report), indent=2) + "\n")
+    tmp.replace(path)
     print(f"written to {path}")

@@ -15,6 +15,11 @@ class Pooling(StrEnum):
     MEAN = "mean"  # ablation: mean over the user block, instruction and <USER>
 
 
+class AdapterInit(StrEnum):
+    TORCH = "torch"  # nn.Linear's default initialisation (models saved before this option)
+    TOKEN_STATS = "token_stats"  # soft tokens start with the spread of the backbone's token embeddings
+
+
 class InputMode(StrEnum):
     MULTI_ENCODER = "multi_encoder"  # events -> sentence encoder -> adapter -> one soft token each
     TEXT_ONLY = "text_only"  # events serialised as text inside the same boundary tokens
@@ -42,6 +47,9 @@ class ModelConfig(BaseModel):
     )
     max_events: int | None = Field(None, ge=1, description="cap per source (most recent); None: the card's")
     adapter_hidden: int | None = Field(None, ge=1, description="adapter MLP width; None: backbone width")
+    adapter_init: AdapterInit = Field(
+        AdapterInit.TORCH, description="token_stats: adapters start at the token embeddings' statistics"
+    )
     tabular_dim: int = Field(64, ge=1, description="width of a tabular feature's embedding")
     max_instruction_tokens: int = Field(128, ge=1)
     max_text_tokens: int = Field(1024, ge=16, description="text-only mode: token budget per source")
@@ -60,4 +68,6 @@ class ModelConfig(BaseModel):
         data = handler(self)
         if self.inputs is Inputs.BOTH:
             data.pop("inputs", None)
+        if self.adapter_init is AdapterInit.TORCH:  # the same for `adapter_init`
+            data.pop("adapter_init", None)
         return data

@@ -18,6 +18,7 @@ tokens are fed as input embeddings in place of the instruction's token embedding
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.modeling.adapters import SourceAdapter, TabularEmbedder, TabularSpec
-from components.modeling.config import InputMode, ModelConfig, Pooling
+from components.modeling.config import AdapterInit, InputMode, ModelConfig, Pooling
 from components.modeling.inputs import Plan, append_suffix, block_sources, multi_encoder_rows, text_rows
 from components.modeling.lora import LoraSettings, apply_lora, mark_trainable
 from components.modeling.profile import UserProfile
@@ -122,14 +123,38 @@ class InstructUE(nn.Module):
         )
         self.token_ids = self.tokens.token_ids
         hidden = config.adapter_hidden or d
+        matched = config.adapter_init is AdapterInit.TOKEN_STATS
         self.adapters = nn.ModuleDict()
         if config.input_mode is InputMode.MULTI_ENCODER:
             for s in self.sequence_sources:
-                self.adapters[s] = SourceAdapter(spec.encoder_dim, hidden, d)
+                # encoder vectors are unit-norm: sqrt(dim) gives them unit variance per dimension
+                gain = math.sqrt(spec.encoder_dim) if matched else 1.0
+                self.adapters[s] = SourceAdapter(spec.encoder_dim, hidden, d, input_gain=gain)
         self.tabular = None
         if self.tabular_source is not None and config.input_mode is InputMode.MULTI_ENCODER:
             self.tabular = TabularEmbedder(spec.tabular, config.tabular_dim)
             self.adapters[self.tabular_source] = SourceAdapter(config.tabular_dim, hidden, d)
+        if matched:  # a loaded model's saved weights replace these right after
+            self._match_token_statistics()
+
+    def _match_token_statistics(self) -> None:
+        """`SourceAdapter.match_token_statistics` for every adapter, on probe inputs shaped like
+        theirs: random unit vectors for the encoder's, random tabular features for the tabular one
+        (a private generator, so building a model draws nothing from the global RNG)."""
+        gen = torch.Generator().manual_seed(0)
+        tokens = self.tokens.base.weight
+        for name, adapter in self.adapters.items():
+            if name == self.tabular_source and self.tabular is not None:
+                spec = self.tabular.spec
+                numeric = torch.randn(256, len(spec.numeric), generator=gen)
+                sizes = [len(c) + 1 for c in spec.categorical.values()]
+                columns = [torch.randint(0, n, (256,), generator=gen) for n in sizes]
+                categorical = torch.stack(columns, 1) if columns else torch.zeros(256, 0, dtype=torch.long)
+                with torch.no_grad():
+                    probe = self.tabular(numeric, categorical).reshape(-1, self.config.tabular_dim)
+            else:
+                probe = F.normalize(torch.randn(512, adapter.net[0].in_features, generator=gen), dim=-1)
+            adapter.match_token_statistics(tokens, probe)
 
     def add_lora(self, settings: LoraSettings) -> InstructUE:
         """LoRA on the backbone's projections (see `lora.py`); recorded so `save_model` keeps it."""

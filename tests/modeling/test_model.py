@@ -164,3 +164,36 @@ def test_prefix_reuse_with_eager_attention(make, tiny_card):
             [None, *INSTRUCTIONS], model.embed(batch, [None, *INSTRUCTIONS]), strict=True
         ):
             assert (got - model.embed_uncached(batch, instruction)).abs().max() < 1e-4
+
+
+def soft_token_std(model, tables, tiny_card) -> float:
+    """The event soft tokens' standard deviation per dimension, averaged over dimensions."""
+    ids = tables.users["user_id"].astype(int).tolist()[:8]
+    profiles = build_profiles(tiny_card, tables, ids)
+    batch = model.batch(profiles, tables.users.set_index("user_id").loc[ids].reset_index())
+    with torch.no_grad():
+        soft = model.soft_tokens(batch)[: len(batch.event_texts)].float()
+    return float(soft.std(0).mean())
+
+
+def test_token_stats_init_gives_soft_tokens_the_spread_of_token_embeddings(make, tiny_card, tmp_path):
+    plain, _, tables = make()
+    matched, embedder, _ = make(adapter_init="token_stats")
+    tok = matched.tokens.base.weight.float()
+    want = float(tok.std(0).mean())
+    got = soft_token_std(matched, tables, tiny_card)
+    # matched, events spread as token embeddings do (their own similarity leaves them somewhat
+    # closer than random vectors). With MiniLM's 384-dim unit vectors PyTorch's default init left the
+    # spread at a fifth of the mean soft token's norm against 1.1 for tokens (README "Training");
+    # the tiny encoder's 32 dims hide most of that collapse.
+    assert want / 3 < got < want * 2, (got, want)
+    assert got > soft_token_std(plain, tables, tiny_card)
+    for name, adapter in matched.adapters.items():
+        torch.testing.assert_close(adapter.net[2].bias.float(), tok.mean(0), msg=name)
+    assert matched.config.model_dump()["adapter_init"] == "token_stats"
+    assert "adapter_init" not in plain.config.model_dump()  # older model folders keep their bytes
+    save_model(matched, tmp_path / "m")
+    again = load_model(tmp_path / "m", tmp_path / "cache")
+    assert again.config.adapter_init == "token_stats"
+    reloaded = UserEmbedder(again.eval(), tiny_card, tables)
+    np.testing.assert_allclose(reloaded.embed([1, 2, 3]), embedder.embed([1, 2, 3]), atol=1e-5)
