@@ -70,7 +70,10 @@ def test_selection_and_the_list(ablations, capsys):
         ablations.validate_overrides("tiny", ["steps=0"], [ablations.BY_NAME["no_sequences"]])
     assert ablations.main(["--list", "--table", "4", "--set", "steps=20"]) == 0
     out = capsys.readouterr().out
-    assert "no_all_three" in out and "steps=20 merge.enabled=false scheduling=uniform adapter=lora" in out
+    assert (
+        "no_all_three" in out
+        and "steps=20 merge.enabled=false scheduling=uniform task_batches=null adapter=lora" in out
+    )
 
 
 @pytest.fixture
