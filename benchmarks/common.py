@@ -78,3 +78,13 @@ def write_result(path: Path, report: dict) -> None:
     tmp.write_text(json.dumps(portable(report), indent=2) + "\n")
     tmp.replace(path)
     print(f"written to {path}")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG beside the results and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

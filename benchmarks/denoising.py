@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, write_result
+from common import machine, save_figure, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "synthetic-multisource"
@@ -137,10 +137,7 @@ def plot(levels: dict[float, dict[str, float]], title: str, path: Path) -> Path:
     ax.set_ylabel("mean probe AUC over tasks")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

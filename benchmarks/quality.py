@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from common import machine, write_result
+from common import machine, save_figure, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("universal", "manual", "tuned")
@@ -203,10 +203,7 @@ def plot(rows: dict[str, dict], tasks: list[str], title: str, path: Path) -> Pat
     ax.set_ylim(0.0, 1.0)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from common import PeakRss, machine, write_result
 from embed_throughput import timed
+from tmole_step import step_setup, step_variant
 
 from components.ingestion import read_tables
 from components.modeling.assets import default_cache_dir
@@ -61,15 +62,12 @@ from components.modeling.config import InputMode
 from components.modeling.embed import UserEmbedder
 from components.modeling.encoders import CachedEncoder
 from components.modeling.factory import build_model, load_encoder, pick_device
-from components.modeling.lora import LoraSettings
 from components.modeling.model import bf16_native
 from components.modeling.profile import build_profiles
-from components.modeling.tmole import INSTRUCTION, UNIVERSAL
 from components.training.batches import route_names
 from components.training.config import TrainConfig, load_profile
-from components.training.data import MissingUserQA, load_examples, task_name
-from components.training.objective import Objective, ObjectiveSettings
-from components.training.trainer import seed_everything, train
+from components.training.data import MissingUserQA, load_examples
+from components.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,27 +168,13 @@ def measure_embedding(card, tables, config: TrainConfig, ids: list[int], repeats
 
 # -- 2: TMoLE versus LoRA training step ------------------------------------------------------------------
 def measure_steps(card, tables, examples, config: TrainConfig, repeats: int, cache_dir: Path) -> dict:
-    rng = np.random.default_rng(0)
     n = config.micro_batch
-    batches = [[examples[i] for i in rng.choice(len(examples), n, replace=False)] for _ in range(repeats + 1)]
-    ids = sorted({e.user_id for b in batches for e in b})
-    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
-    registry = [UNIVERSAL, INSTRUCTION, *sorted({task_name(e) for e in examples} - {UNIVERSAL})]
-    tmole = config.tmole.model_copy(update={"tasks": registry})
-    lora = LoraSettings(r=tmole.r, alpha=tmole.alpha, dropout=tmole.dropout)
+    batches, profiles, tmole, lora = step_setup(card, tables, examples, config, repeats + 1)
     variants, tokens, params = {}, {}, {}
     for name in ("tmole", "lora"):
-        seed_everything(0)
-        model = build_model(card, tables.users, config.model, cache_dir)
-        model = model.add_tmole(tmole) if name == "tmole" else model.add_lora(lora)
-        settings = ObjectiveSettings(
-            n_embedding=config.n_embedding, n_generative=config.n_generative,
-            max_answer_tokens=config.max_answer_tokens, share_pass=name == "lora",
-        )  # fmt: skip
-        objective = Objective(model, settings, profiles, tables.users).train()
-        trainable = [q for q in objective.parameters() if q.requires_grad]
-        variants[name] = (objective, torch.optim.AdamW(trainable, lr=1e-4), iter(batches))
-        tokens[name], params[name] = [], flop_params(model)
+        objective, opt, _ = step_variant(name, card, tables, config, profiles, tmole, lora, cache_dir)
+        variants[name] = (objective, opt, iter(batches))
+        tokens[name], params[name] = [], flop_params(objective.model)
 
     def step(name: str) -> float:
         objective, opt, todo = variants[name]

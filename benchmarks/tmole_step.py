@@ -18,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import machine, write_result
 
@@ -35,41 +36,52 @@ from components.training.trainer import seed_everything
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def step_setup(card, tables, examples, config, n_batches: int, rank: int | None = None):
+    """`n_batches` random micro-batches of `config.micro_batch` examples, their users' profiles, and
+    the TMoLE settings (task registry from the examples) with plain LoRA of the same rank."""
+    rng = np.random.default_rng(0)
+    n = config.micro_batch
+    batches = [[examples[i] for i in rng.choice(len(examples), n, replace=False)] for _ in range(n_batches)]
+    ids = sorted({e.user_id for b in batches for e in b})
+    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+    registry = [UNIVERSAL, INSTRUCTION, *sorted({task_name(e) for e in examples} - {UNIVERSAL})]
+    tmole = config.tmole.model_copy(update={"tasks": registry, "r": rank or config.tmole.r})
+    lora = LoraSettings(r=tmole.r, alpha=tmole.alpha, dropout=tmole.dropout)
+    return batches, profiles, tmole, lora
+
+
+def step_variant(name: str, card, tables, config, profiles, tmole, lora, cache_dir=None):
+    """One variant's objective (in train mode), AdamW and trainable parameters, from the same seed:
+    `tmole`, `lora` (one shared pass for both branches, as the trainer runs it) or `lora_split`."""
+    seed_everything(0)
+    model = build_model(card, tables.users, config.model, cache_dir)
+    model = model.add_tmole(tmole) if name == "tmole" else model.add_lora(lora)
+    settings = ObjectiveSettings(
+        n_embedding=config.n_embedding, n_generative=config.n_generative,
+        max_answer_tokens=config.max_answer_tokens, share_pass=name == "lora",
+    )  # fmt: skip
+    objective = Objective(model, settings, profiles, tables.users).train()
+    params = [q for q in objective.parameters() if q.requires_grad]
+    return objective, torch.optim.AdamW(params, lr=1e-4), params
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="movielens-100k")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant (after one warm-up step)")
     p.add_argument("--rank", type=int, default=16)
     args = p.parse_args()
-    import numpy as np
 
     config = load_profile("quick")
     data_dir = ROOT / "data" / args.dataset
     card, tables = read_tables(data_dir)
     examples = load_examples(data_dir, seed=0)
-    rng = np.random.default_rng(0)
     n = config.micro_batch
-    batches = [
-        [examples[i] for i in rng.choice(len(examples), n, replace=False)] for _ in range(args.steps + 1)
-    ]
-    ids = sorted({e.user_id for b in batches for e in b})
-    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
-    registry = [UNIVERSAL, INSTRUCTION, *sorted({task_name(e) for e in examples} - {UNIVERSAL})]
-    tmole = config.tmole.model_copy(update={"tasks": registry, "r": args.rank})
-    lora = LoraSettings(r=args.rank, alpha=tmole.alpha, dropout=tmole.dropout)
-
+    batches, profiles, tmole, lora = step_setup(card, tables, examples, config, args.steps + 1, args.rank)
     variants = {}
     for name in ("lora", "lora_split", "tmole"):
-        seed_everything(0)
-        model = build_model(card, tables.users, config.model)
-        model = model.add_tmole(tmole) if name == "tmole" else model.add_lora(lora)
-        settings = ObjectiveSettings(
-            n_embedding=config.n_embedding, n_generative=config.n_generative,
-            max_answer_tokens=config.max_answer_tokens, share_pass=name == "lora",
-        )  # fmt: skip
-        objective = Objective(model, settings, profiles, tables.users).train()
-        params = [q for q in objective.parameters() if q.requires_grad]
-        variants[name] = (objective, torch.optim.AdamW(params, lr=1e-4), sum(q.numel() for q in params))
+        objective, opt, params = step_variant(name, card, tables, config, profiles, tmole, lora)
+        variants[name] = (objective, opt, sum(q.numel() for q in params))
 
     def step(name: str, batch) -> float:
         objective, opt, _ = variants[name]

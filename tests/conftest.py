@@ -163,3 +163,19 @@ def qa_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture
+def retrain_project(tmp_path, model_cache, monkeypatch) -> Path:
+    """An empty git repository as a project root for the retraining flow: tiny models from the test
+    cache, MLflow under the root (no tracking URI from the environment)."""
+    import subprocess
+
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    for key, value in (("user.email", "ci@example.invalid"), ("user.name", "ci")):
+        subprocess.run(["git", "config", key, value], cwd=root, check=True)
+    monkeypatch.setenv("INSTRUCTUE_CACHE", str(model_cache))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root

@@ -5,7 +5,6 @@ flow, land in the JSON and, called again, reuse their finished runs."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,15 +76,8 @@ def test_selection_and_the_list(ablations, capsys):
 
 
 @pytest.fixture
-def project(tmp_path, model_cache, monkeypatch):
-    root = tmp_path / "project"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    for key, value in (("user.email", "ci@example.invalid"), ("user.name", "ci")):
-        subprocess.run(["git", "config", key, value], cwd=root, check=True)
-    monkeypatch.setenv("INSTRUCTUE_CACHE", str(model_cache))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return root
+def project(retrain_project):
+    return retrain_project
 
 
 @pytest.mark.integration

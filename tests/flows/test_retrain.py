@@ -1,7 +1,6 @@
 """The retraining flow end to end on the tiny profile: a registered version at the end, a re-run that
 hits the cache at every step, and a failing gate that leaves the registry as it was."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,8 @@ TINY = ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "adapter=tmole", 
 
 
 @pytest.fixture
-def project(tmp_path, model_cache, monkeypatch):
-    root = tmp_path / "project"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    for key, value in (("user.email", "ci@example.invalid"), ("user.name", "ci")):
-        subprocess.run(["git", "config", key, value], cwd=root, check=True)
-    monkeypatch.setenv("INSTRUCTUE_CACHE", str(model_cache))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return root
+def project(retrain_project):
+    return retrain_project
 
 
 def run(project, evaluation=None, **kw):
