@@ -26,7 +26,7 @@ from components.modeling.config import InputMode, ModelConfig
 from components.modeling.embed import UserEmbedder
 from components.modeling.encoders import CachedEncoder
 from components.modeling.factory import build_model
-from components.modeling.model import bf16_native
+from components.modeling.precision import bf16_default
 
 
 def timed(embedder: UserEmbedder, ids: list[int], instructions: list[str | None], batch_size: int) -> float:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp, PeakRss() as mem:
         model = build_model(card, tables.users, ModelConfig(bf16=bf16, batch_size=args.batch_size))
         model.encoder = CachedEncoder(model.encoder.encoder, Path(tmp))  # a cold encoder cache
-        bf16_used = bf16 if bf16 is not None else bf16_native(model.device)
+        bf16_used = bf16 if bf16 is not None else bf16_default(model.device)
         emb = UserEmbedder(model, card, tables)
         n = len(ids)
 

@@ -62,7 +62,7 @@ from components.modeling.config import InputMode
 from components.modeling.embed import UserEmbedder
 from components.modeling.encoders import CachedEncoder
 from components.modeling.factory import build_model, load_encoder, pick_device
-from components.modeling.model import bf16_native
+from components.modeling.precision import bf16_units
 from components.modeling.profile import build_profiles
 from components.training.batches import route_names
 from components.training.config import TrainConfig, load_profile
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     sections = {
         "peak_flops": ("peak matmul rates", lambda: {
             "matmul_n": n, "fp32": peak_matmul(device, torch.float32, n),
-            "bf16": peak_matmul(device, torch.bfloat16, n) if bf16_native(device) else None}),
+            "bf16": peak_matmul(device, torch.bfloat16, n) if bf16_units(device) else None}),
         "embedding": ("1, 4: embedding (encoder cache cold/warm; multi-encoder/text-only)",
                       lambda: measure_embedding(card, tables, config, ids, args.repeats, args.cache_dir)),
         "steps": ("2: TMoLE versus LoRA training steps",

@@ -59,7 +59,9 @@ class ModelConfig(BaseModel):
         False, description="train the sentence encoder too (its vectors are then never cached)"
     )
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")
-    bf16: bool | None = Field(None, description="bf16 autocast; None: where the hardware has bf16 units")
+    bf16: bool | None = Field(
+        None, description="bf16 autocast; None: where bf16 measures faster (precision.py)"
+    )
 
     @model_serializer(mode="wrap")
     def _omit_default_inputs(self, handler):

@@ -31,6 +31,7 @@ from components.modeling.adapters import SourceAdapter, TabularEmbedder, Tabular
 from components.modeling.config import AdapterInit, InputMode, ModelConfig, Pooling
 from components.modeling.inputs import Plan, append_suffix, block_sources, multi_encoder_rows, text_rows
 from components.modeling.lora import LoraSettings, apply_lora, mark_trainable
+from components.modeling.precision import bf16_default
 from components.modeling.profile import UserProfile
 from components.modeling.tmole import INSTRUCTION, UNIVERSAL, Branch, Route, TMoLE, TMoLESettings, routed
 from components.modeling.tokens import USER_TOKEN, TokenEmbedder, add_to_tokenizer, special_tokens
@@ -289,7 +290,7 @@ class InstructUE(nn.Module):
 
     # -- backbone --------------------------------------------------------------------------------
     def _uses_bf16(self) -> bool:
-        return self.config.bf16 if self.config.bf16 is not None else bf16_native(self.device)
+        return self.config.bf16 if self.config.bf16 is not None else bf16_default(self.device)
 
     def _autocast(self):
         if self._uses_bf16():
@@ -410,17 +411,6 @@ class InstructUE(nn.Module):
         return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
             ~visible, torch.finfo(dtype).min
         )
-
-
-def bf16_native(device: torch.device) -> bool:
-    """bf16 autocast by default where the hardware computes in bf16: GPUs, and CPUs with AVX512-BF16 or
-    AMX (here a forward pass runs about 3x faster than fp32; embeddings agree to about 1e-2)."""
-    if device.type == "cuda":
-        return True
-    if device.type == "cpu":
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
-    return False
 
 
 def _fmt(x) -> str:
