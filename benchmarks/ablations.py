@@ -236,6 +236,13 @@ def _write(path: Path, payload: dict) -> None:
     write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
 
 
+def finished(row: dict | None, overrides: list[str]) -> bool:
+    """Is `row` (from the JSON) a finished run of exactly these overrides?"""
+    return (
+        bool(row) and not row.get("error") and row.get("overrides") == overrides and bool(row.get("mean_auc"))
+    )
+
+
 def run_study(
     variants: list[Variant],
     dataset: str = "movielens-100k",
@@ -247,8 +254,14 @@ def run_study(
     root: str | None = None,
     options: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
+    keep_finished: bool = False,
 ) -> dict:
     """Run the variants in order, rewriting the JSON after each; returns what was written.
+
+    `keep_finished`: a variant whose row is already in the JSON (same `--set`, same overrides, no
+    error) is not run again, `full` included: a study spread over several sessions or machines, each
+    adding rows to the committed JSON. Pin what differs between machines (`--set model.bf16=false`)
+    so that such rows compare.
 
     `root` (the project folder: data, runs, MLflow; default this checkout), `options` (the dataset
     reader's) and `evaluation` (evaluation overrides, as `instructue evaluate --set`) are for tests
@@ -265,6 +278,9 @@ def run_study(
                "rows": list(kept.values())}  # fmt: skip
     study_t0 = time.perf_counter()
     for v in variants:
+        if keep_finished and finished(kept.get(v.name), [*extra, *v.overrides]):
+            print(line(kept[v.name], kept.get(FULL)) + "  (kept from the JSON)", flush=True)
+            continue
         row = run_variant(v, dataset, profile, extra, root=root, options=options, evaluation=evaluation,
                           previous=kept.get(v.name))  # fmt: skip
         kept[v.name] = row
@@ -289,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", default="all", choices=["3", "4", "all"])
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="an override applied to every variant (repeatable), e.g. steps=20")  # fmt: skip
+    p.add_argument("--keep-finished", action="store_true",
+                   help="skip variants finished in the JSON (a study over sessions)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="print the variants and their overrides, run nothing")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = p.parse_args(argv)
@@ -305,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = " ".join(["python", "benchmarks/ablations.py", *argv])
-    payload = run_study(variants, args.dataset, args.profile, args.extra, args.out, command=command)
+    payload = run_study(variants, args.dataset, args.profile, args.extra, args.out, command=command,
+                        keep_finished=args.keep_finished)  # fmt: skip
     return 1 if any(r.get("error") for r in payload["rows"]) else 0
 
 

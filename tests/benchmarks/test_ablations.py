@@ -105,3 +105,45 @@ def test_two_variants_then_a_second_call_reuses_them(prefect_server, project, ab
     for r in again["rows"]:
         assert {r["states"][k] for k in STEPS} == {"Cached"}, r["states"]
         assert r["mean_auc"] == rows[r["variant"]]["mean_auc"] and r["tasks"] == rows[r["variant"]]["tasks"]
+
+
+@pytest.mark.unit
+def test_keep_finished_runs_only_what_the_json_lacks(ablations, tmp_path, monkeypatch):
+    out = tmp_path / "ablations.json"
+    extra = ["model.bf16=false"]
+
+    def row(name, overrides, error=None):
+        return {"variant": name, "table": None, "paper_row": name, "extra": extra, "overrides": overrides,
+                "error": error, "mean_auc": {"universal": 0.6, "manual": 0.6, "tuned": 0.6, "mean": 0.6},
+                "states": {}, "wall_s": 1.0, "run_dir": "runs/x"}  # fmt: skip
+
+    no_ntp = ablations.BY_NAME["no_ntp"]
+    no_tabular = ablations.BY_NAME["no_tabular"]
+    rows = [
+        row("full", extra),  # finished: kept
+        row("no_ntp", [*extra, *no_ntp.overrides], error="killed"),  # failed: runs again
+        row("no_tabular", ["steps=3", *no_tabular.overrides]),  # other overrides: runs again
+    ]
+    out.write_text(
+        json.dumps({"dataset": "movielens-100k", "profile": "quick", "extra": extra, "rows": rows})
+    )
+    ran = []
+
+    def fake_run(variant, dataset, profile, extra_, **kw):
+        ran.append(variant.name)
+        return row(variant.name, [*extra_, *variant.overrides])
+
+    monkeypatch.setattr(ablations, "run_variant", fake_run)
+    variants = ablations.select(only=["no_ntp", "no_tabular"])
+    written = ablations.run_study(variants, "movielens-100k", "quick", extra, out, keep_finished=True)
+    assert ran == ["no_ntp", "no_tabular"]
+    assert {r["variant"]: r["error"] for r in written["rows"]} == {
+        "full": None,
+        "no_ntp": None,
+        "no_tabular": None,
+    }
+    ran.clear()
+    ablations.run_study(variants, "movielens-100k", "quick", extra, out, keep_finished=True)
+    assert ran == []  # everything is finished now
+    ablations.run_study(variants, "movielens-100k", "quick", extra, out)
+    assert ran == ["full", "no_ntp", "no_tabular"]  # without the flag every variant runs
