@@ -22,7 +22,14 @@ def merge_and_select_task(run: Path, data_dir: Path, settings: MergeSettings, ch
     card, tables = read_tables(data_dir)
 
     def score(folder: Path):
-        got = validation_probe(folder, card, tables, seeds=settings.validation_seeds, progress=True)
+        got = validation_probe(
+            folder,
+            card,
+            tables,
+            settings.validation_seeds,
+            progress=True,
+            max_users=settings.validation_users,
+        )
         return got.score, got.to_dict()
 
     return merge_and_select(run, settings, score, checkpoints=checkpoints, out_dir=out)

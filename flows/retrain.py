@@ -91,7 +91,9 @@ def merge_step(cache_key: str, run_dir: Path, data_dir: Path, settings: dict) ->
     card, tables = read_tables(data_dir)
 
     def score(folder: Path):
-        got = validation_probe(folder, card, tables, seeds=merge.validation_seeds)
+        got = validation_probe(
+            folder, card, tables, seeds=merge.validation_seeds, max_users=merge.validation_users
+        )
         return got.score, got.to_dict()
 
     return merge_and_select(run_dir, merge, score).to_dict()

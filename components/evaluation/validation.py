@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from components.evaluation.probe import mean_auc, probe_embeddings
 from components.ingestion.contract import Split
 
@@ -36,8 +38,9 @@ class ValidationScore:
         return {**asdict(self), "score": self.score}
 
 
-def validation_users(tables) -> list[int]:
-    """Training users that carry probe labels (sorted)."""
+def validation_users(tables, limit: int | None = None) -> list[int]:
+    """Training users that carry probe labels (sorted); with `limit`, that many of them spread evenly
+    over the sorted list (deterministic: every candidate of a run is scored on the same users)."""
     train = set(tables.users.loc[tables.users["split"] == Split.TRAIN.value, "user_id"].astype(int))
     labelled = set(tables.labels["user_id"].astype(int))
     users = sorted(train & labelled)
@@ -46,19 +49,31 @@ def validation_users(tables) -> list[int]:
             f"the validation probe needs labelled training users; found {len(users)} "
             "(labels.parquet labels only the probe users?)"
         )
+    if limit is not None and limit < len(users):
+        if limit < 20:
+            raise ValueError(
+                f"validation users limit={limit}: a probe over fewer than 20 users means nothing"
+            )
+        users = [users[i] for i in np.linspace(0, len(users) - 1, limit).round().astype(int)]
     return users
 
 
 def validation_probe(
-    model_dir: Path, card, tables, seeds: Sequence[int] = (0, 1, 2), progress: bool = False
+    model_dir: Path,
+    card,
+    tables,
+    seeds: Sequence[int] = (0, 1, 2),
+    progress: bool = False,
+    max_users: int | None = None,
 ) -> ValidationScore:
-    """Embed the training users with the model in `model_dir` and probe the card's tasks."""
+    """Embed the training users (at most `max_users`, see `validation_users`) with the model in
+    `model_dir` and probe the card's tasks."""
     import time
 
     from components.modeling.embed import UserEmbedder
     from components.modeling.factory import load_model
 
-    users = validation_users(tables)
+    users = validation_users(tables, max_users)
     instructions = [card.task(t.name).instruction for t in card.tasks]
     embedder = UserEmbedder(load_model(Path(model_dir)), card, tables)
     t0 = time.perf_counter()

@@ -20,3 +20,6 @@ class MergeSettings(BaseModel):
         0.0, ge=0, description="the merged model must beat the best single checkpoint by more than this"
     )
     validation_seeds: list[int] = Field([0, 1, 2], min_length=1, description="probe splits per score")
+    validation_users: int | None = Field(
+        None, ge=20, description="score on this many labelled training users (spread evenly); None: all"
+    )
