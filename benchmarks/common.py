@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import threading
 from pathlib import Path
@@ -59,15 +60,21 @@ def machine() -> dict:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# an absolute path into some project's run folder (another clone's, say): kept from `runs/` on
+_OTHER_RUNS = re.compile(r"(?<![\w.~])/(?:[\w.+-]+/)+?(?=runs/)")
+
+
 def portable(value):
-    """`value` with this checkout's absolute path made relative and the home folder written `~`, in
-    every string it holds: results are committed, machine paths are not."""
+    """`value` with this checkout's absolute path made relative, another checkout's run folders
+    written from `runs/` on and the home folder written `~`, in every string it holds: results are
+    committed, machine paths are not."""
     if isinstance(value, dict):
         return {k: portable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [portable(v) for v in value]
     if isinstance(value, str):
-        return value.replace(f"{ROOT}/", "").replace(str(ROOT), ".").replace(str(Path.home()), "~")
+        value = value.replace(f"{ROOT}/", "").replace(str(ROOT), ".")
+        return _OTHER_RUNS.sub("", value).replace(str(Path.home()), "~")
     return value
 
 
