@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from components.evaluation.validation import validation_probe
+from components.evaluation.validation import validation_scorer
 from components.ingestion import read_tables
 from components.merging.config import MergeSettings
 from components.merging.select import Selection, merge_and_select
@@ -20,18 +20,9 @@ from flows.settings import Paths
 @task(name="merge-and-select")
 def merge_and_select_task(run: Path, data_dir: Path, settings: MergeSettings, checkpoints, out) -> Selection:
     card, tables = read_tables(data_dir)
-
-    def score(folder: Path):
-        got = validation_probe(
-            folder,
-            card,
-            tables,
-            settings.validation_seeds,
-            progress=True,
-            max_users=settings.validation_users,
-        )
-        return got.score, got.to_dict()
-
+    score = validation_scorer(
+        card, tables, settings.validation_seeds, settings.validation_users, progress=True
+    )
     return merge_and_select(run, settings, score, checkpoints=checkpoints, out_dir=out)
 
 

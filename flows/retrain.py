@@ -82,20 +82,14 @@ def train_step(
 
 @task(name="merge-and-select", **CACHED)
 def merge_step(cache_key: str, run_dir: Path, data_dir: Path, settings: dict) -> dict:
-    from components.evaluation.validation import validation_probe
+    from components.evaluation.validation import validation_scorer
     from components.ingestion import read_tables
     from components.merging.config import MergeSettings
     from components.merging.select import merge_and_select
 
     merge = MergeSettings.model_validate(settings)
     card, tables = read_tables(data_dir)
-
-    def score(folder: Path):
-        got = validation_probe(
-            folder, card, tables, seeds=merge.validation_seeds, max_users=merge.validation_users
-        )
-        return got.score, got.to_dict()
-
+    score = validation_scorer(card, tables, merge.validation_seeds, merge.validation_users)
     return merge_and_select(run_dir, merge, score).to_dict()
 
 

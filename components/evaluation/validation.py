@@ -13,7 +13,7 @@ closely is favoured a little; the merged model (an average of checkpoints) is ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +21,8 @@ import numpy as np
 
 from components.evaluation.probe import mean_auc, probe_embeddings
 from components.ingestion.contract import Split
+
+MIN_USERS = 20  # a probe over fewer labelled users means nothing
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,15 @@ def validation_users(tables, limit: int | None = None) -> list[int]:
     train = set(tables.users.loc[tables.users["split"] == Split.TRAIN.value, "user_id"].astype(int))
     labelled = set(tables.labels["user_id"].astype(int))
     users = sorted(train & labelled)
-    if len(users) < 20:
+    if len(users) < MIN_USERS:
         raise ValueError(
             f"the validation probe needs labelled training users; found {len(users)} "
             "(labels.parquet labels only the probe users?)"
         )
     if limit is not None and limit < len(users):
-        if limit < 20:
+        if limit < MIN_USERS:
             raise ValueError(
-                f"validation users limit={limit}: a probe over fewer than 20 users means nothing"
+                f"validation users limit={limit}: a probe over fewer than {MIN_USERS} users means nothing"
             )
         users = [users[i] for i in np.linspace(0, len(users) - 1, limit).round().astype(int)]
     return users
@@ -81,6 +83,19 @@ def validation_probe(
     embed_s = time.perf_counter() - t0
     universal, manual = probe_variants(card, tables.labels, users, vectors, seeds)
     return ValidationScore(universal, manual, len(users), round(embed_s, 1))
+
+
+def validation_scorer(
+    card, tables, seeds: Sequence[int], max_users: int | None = None, progress: bool = False
+) -> Callable[[Path], tuple[float, dict]]:
+    """The score `merging.select.merge_and_select` wants: a model folder -> (validation score, the
+    full `ValidationScore` record)."""
+
+    def score(folder: Path) -> tuple[float, dict]:
+        got = validation_probe(folder, card, tables, seeds, progress=progress, max_users=max_users)
+        return got.score, got.to_dict()
+
+    return score
 
 
 def probe_variants(

@@ -1,7 +1,8 @@
 """Keep the merged model only if it is better (RecFound 4.4): score the merged model, the run's final
 model and each merged checkpoint on validation, and name the winner.
 
-    selection = merge_and_select(run_dir, settings, score=lambda folder: validation_probe(...).score)
+    score = validation_scorer(card, tables, settings.validation_seeds)  # evaluation/validation.py
+    selection = merge_and_select(run_dir, settings, score)
     selection.winner_dir   # the folder the pipeline continues with
 
 `choose` is the rule, pure: the best single checkpoint is the highest-scoring of the singles (the final
