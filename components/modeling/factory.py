@@ -117,7 +117,11 @@ def write_model_files(model: InstructUE, folder: Path) -> Path:
     """Write `model.json`, the trainable weights and the tokenizer into an existing folder."""
     from safetensors.torch import save_file
 
-    meta = {"config": model.config.model_dump(mode="json"), "spec": model.spec.to_dict()}
+    # The folder records the precision its embeddings were made in, never "measure again": a
+    # process that loads it (a scoring server, a batch job next week) must give the same vectors,
+    # and a timing measurement can come out differently on a busy machine.
+    config = model.config.model_copy(update={"bf16": model.uses_bf16()})
+    meta = {"config": config.model_dump(mode="json"), "spec": model.spec.to_dict()}
     if model.lora is not None:
         meta["lora"] = model.lora.model_dump(mode="json")
     if model.tmole is not None:

@@ -289,11 +289,12 @@ class InstructUE(nn.Module):
         return torch.where((codes < 0).unsqueeze(-1), rows.to(tok.dtype), tok)
 
     # -- backbone --------------------------------------------------------------------------------
-    def _uses_bf16(self) -> bool:
+    def uses_bf16(self) -> bool:
+        """bf16 autocast: as configured, else where it measures faster (`precision.bf16_default`)."""
         return self.config.bf16 if self.config.bf16 is not None else bf16_default(self.device)
 
     def _autocast(self):
-        if self._uses_bf16():
+        if self.uses_bf16():
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -407,7 +408,7 @@ class InstructUE(nn.Module):
         the eager implementation adds the mask to the scores."""
         if getattr(self.backbone.config, "_attn_implementation", "sdpa") == "sdpa":
             return visible
-        dtype = torch.bfloat16 if self._uses_bf16() else torch.float32
+        dtype = torch.bfloat16 if self.uses_bf16() else torch.float32
         return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
             ~visible, torch.finfo(dtype).min
         )

@@ -7,6 +7,8 @@ the quick profile's training step took 25 s in bf16. bf16 also rounds away small
 between users: on MovieLens an untrained model's universal probe AUC was 0.584 in bf16 and 0.605 in
 fp32 (same users, 5 probe seeds). So on a CPU the default is measured, once per process: bf16 only
 where a square bf16 matmul beats fp32 by `MIN_SPEEDUP`. GPUs always take bf16.
+A saved model folder records the precision it was made in (`factory.write_model_files`), so
+loading it never measures: every process that loads a model gives the same vectors.
 
     use_bf16 = bf16_default(torch.device("cpu"))    # False where bf16 is not clearly faster
 """
@@ -36,24 +38,30 @@ def bf16_units(device: torch.device) -> bool:
     return False
 
 
-def _best_matmul_s(dtype: torch.dtype, n: int, repeats: int) -> float:
+def _matmul_pair(dtype: torch.dtype, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(dtype)
-    b = torch.randn(n, n, generator=gen).to(dtype)
-    torch.mm(a, b)  # warm-up: the first call picks kernels
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return torch.randn(n, n, generator=gen).to(dtype), torch.randn(n, n, generator=gen).to(dtype)
+
+
+def _timed_mm(a: torch.Tensor, b: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    torch.mm(a, b)
+    return time.perf_counter() - t0
 
 
 @functools.cache
 def cpu_bf16_speedup(n: int = _PROBE_N, repeats: int = _PROBE_REPEATS) -> float:
     """fp32 time over bf16 time of an n x n matmul on this CPU (best of `repeats` each; > 1: bf16
-    is faster). Measured once per process; about 0.1 s."""
-    speedup = _best_matmul_s(torch.float32, n, repeats) / _best_matmul_s(torch.bfloat16, n, repeats)
+    is faster). Measured once per process; about 0.1 s. The two dtypes alternate, so a burst of
+    load from another process slows both rather than tipping the ratio."""
+    pairs = {dtype: _matmul_pair(dtype, n) for dtype in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(pairs, float("inf"))
+    for dtype, (a, b) in pairs.items():
+        torch.mm(a, b)  # warm-up: the first call picks kernels
+    for _ in range(repeats):
+        for dtype, (a, b) in pairs.items():
+            best[dtype] = min(best[dtype], _timed_mm(a, b))
+    speedup = best[torch.float32] / best[torch.bfloat16]
     log.info("bf16 matmul runs at %.2fx fp32 on this CPU", speedup)
     return speedup
 

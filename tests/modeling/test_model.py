@@ -197,3 +197,26 @@ def test_token_stats_init_gives_soft_tokens_the_spread_of_token_embeddings(make,
     assert again.config.adapter_init == "token_stats"
     reloaded = UserEmbedder(again.eval(), tiny_card, tables)
     np.testing.assert_allclose(reloaded.embed([1, 2, 3]), embedder.embed([1, 2, 3]), atol=1e-5)
+
+
+@pytest.mark.parametrize("measured", [False, True])
+def test_the_folder_records_the_measured_precision_and_loading_never_measures(
+    make, tmp_path, monkeypatch, measured
+):
+    """A served model must give the vectors it was evaluated with: the load must not re-decide."""
+    import json
+
+    from components.modeling import model as model_module
+
+    monkeypatch.setattr(model_module, "bf16_default", lambda device: measured)
+    model, _, _ = make(bf16=None)
+    folder = save_model(model, tmp_path / "model")
+    assert json.loads((folder / "model.json").read_text())["config"]["bf16"] is measured
+
+    def refuse(device):
+        raise AssertionError("a loaded model measured the precision again")
+
+    monkeypatch.setattr(model_module, "bf16_default", refuse)
+    loaded = load_model(folder, cache_dir=tmp_path / "cache")
+    assert loaded.uses_bf16() is measured
+    assert load_model(folder, cache_dir=tmp_path / "cache", bf16=not measured).uses_bf16() is (not measured)

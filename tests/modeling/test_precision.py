@@ -37,14 +37,14 @@ def test_the_model_follows_the_measurement_unless_the_config_says(monkeypatch):
 
     monkeypatch.setattr(model_module, "bf16_default", lambda device: False)
 
-    class Stub:  # only what _uses_bf16 reads
+    class Stub:  # only what uses_bf16 reads
         device = torch.device("cpu")
 
     for configured, expected in ((None, False), (True, True), (False, False)):
         stub = Stub()
         stub.config = ModelConfig(bf16=configured)
-        assert model_module.InstructUE._uses_bf16(stub) is expected
+        assert model_module.InstructUE.uses_bf16(stub) is expected
     monkeypatch.setattr(model_module, "bf16_default", lambda device: True)
     stub = Stub()
     stub.config = ModelConfig(bf16=None)
-    assert model_module.InstructUE._uses_bf16(stub) is True
+    assert model_module.InstructUE.uses_bf16(stub) is True
