@@ -56,7 +56,7 @@ def cpu_bf16_speedup(n: int = _PROBE_N, repeats: int = _PROBE_REPEATS) -> float:
     load from another process slows both rather than tipping the ratio."""
     pairs = {dtype: _matmul_pair(dtype, n) for dtype in (torch.float32, torch.bfloat16)}
     best = dict.fromkeys(pairs, float("inf"))
-    for dtype, (a, b) in pairs.items():
+    for a, b in pairs.values():
         torch.mm(a, b)  # warm-up: the first call picks kernels
     for _ in range(repeats):
         for dtype, (a, b) in pairs.items():
