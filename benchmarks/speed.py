@@ -160,7 +160,7 @@ def measure_embedding(card, tables, config: TrainConfig, ids: list[int], repeats
             warm_up=False,
         )
     out = {
-        "users": len(ids), "batch_size": batch, "bf16": bool(multi._uses_bf16()),
+        "users": len(ids), "batch_size": batch, "bf16": bool(multi.uses_bf16()),
         "cache_s": cache, "cache_texts_encoded": misses, "modes_s": modes,
     }  # fmt: skip
     return out
@@ -192,7 +192,7 @@ def measure_steps(card, tables, examples, config: TrainConfig, repeats: int, cac
         return time.perf_counter() - t0
 
     times = alternate({k: (lambda k=k: step(k)) for k in variants}, repeats)
-    bf16 = bool(variants["lora"][0].model._uses_bf16())
+    bf16 = bool(variants["lora"][0].model.uses_bf16())
     for v in tokens.values():
         v.pop(0)
     return {"micro_batch": n, "rank": tmole.r, "experts": tmole.n_experts, "bf16": bf16,

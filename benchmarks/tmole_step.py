@@ -113,7 +113,7 @@ def main() -> None:
         {
             "benchmark": "tmole_step", "machine": machine(), "dataset": args.dataset, "rank": args.rank,
             "micro_batch": n, "n_embedding": config.n_embedding, "n_generative": config.n_generative,
-            "experts": tmole.n_experts, "bf16": bool(variants["lora"][0].model._uses_bf16()),
+            "experts": tmole.n_experts, "bf16": bool(variants["lora"][0].model.uses_bf16()),
             "step_s": times, "median_s": med,
             "ratio_tmole_over_lora": med["tmole"] / med["lora"],
             "ratio_tmole_over_lora_split": med["tmole"] / med["lora_split"],
