@@ -298,7 +298,7 @@ class InstructUE(nn.Module):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _decoder(self, embeds, mask, positions, cache=None, route: Route | None = None):
+    def _decoder(self, embeds, mask, positions, cache=None, route: Route | None = None, all_layers=False):
         with self._autocast(), routed(self.tmole, route):
             return self.backbone.base_model(
                 inputs_embeds=embeds,
@@ -306,6 +306,7 @@ class InstructUE(nn.Module):
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=cache is not None,
+                output_hidden_states=all_layers,
             )
 
     def _pool(self, hidden: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -319,6 +320,21 @@ class InstructUE(nn.Module):
 
     def embed_uncached(self, batch: UserBatch, instruction: Instruction) -> torch.Tensor:
         """(B, d) L2-normalised embeddings from one full pass per user: block + instruction + <USER>."""
+        out, plan, _ = self._full_pass(batch, instruction)
+        return self._pool(out.last_hidden_state, plan)
+
+    def layer_states(
+        self, batch: UserBatch, instruction: Instruction
+    ) -> tuple[tuple[torch.Tensor, ...], Plan, int]:
+        """Every layer's hidden states of the full pass `embed_uncached` makes, for diagnostics
+        (`benchmarks/information_flow.py`): the input embeddings, then each decoder layer's output
+        (the last one after the final norm, the embedding's source), each (B, L, d); the pass's plan
+        (valid positions, lengths: `<USER>` is at `lengths - 1`) and the suffix length T (the user
+        block is the valid positions before `lengths - T`)."""
+        out, plan, suffix_len = self._full_pass(batch, instruction, all_layers=True)
+        return out.hidden_states, plan, suffix_len
+
+    def _full_pass(self, batch: UserBatch, instruction: Instruction, all_layers: bool = False):
         soft = self.soft_tokens(batch)
         suffix = self.suffix_embeddings(instruction)  # (T, d)
         B, T = len(batch.plan.lengths), suffix.shape[0]
@@ -330,8 +346,7 @@ class InstructUE(nn.Module):
         mask = plan.mask.to(self.device)
         positions = (torch.arange(plan.codes.shape[1], device=self.device)[None, :]).expand_as(mask)
         route = self.route([self.inference_task(instruction)] * B)
-        out = self._decoder(embeds, mask, positions, route=route)
-        return self._pool(out.last_hidden_state, plan)
+        return self._decoder(embeds, mask, positions, route=route, all_layers=all_layers), plan, T
 
     def embed(self, batch: UserBatch, instructions: list[Instruction]) -> list[torch.Tensor]:
         """Embeddings under each instruction, the user block computed once per route (prefix reuse).
