@@ -14,7 +14,9 @@ features, 50/50 halves, several seeds), mean AUC over the card's tasks:
 - `soft_mean`: the mean of the user's soft tokens (the adapters' outputs, events and tabular);
 - `layer_<k>/user`: the hidden state at `<USER>` after decoder layer k, k >= 1 (the last layer's,
   after the final norm, is the model's universal embedding);
-- `layer_<k>/block_mean`: the mean over the user block's positions after layer k.
+- `layer_<k>/block_mean`: the mean over the user block's positions after layer k;
+- `embedding+soft_mean`: the embedding and the soft tokens' mean side by side (a skip connection from
+  the input to the output: does the backbone add anything a probe can use?).
 
 On MovieLens-100k the question it answers is why the model trails a sentence encoder's average of
 the very vectors it reads: if `encoder_mean` probes high and the layers low, the information is in
@@ -93,7 +95,12 @@ def stage_vectors(
                 add(f"layer_{k}/user", h[torch.arange(len(chunk)), lengths - 1])
             m = block.unsqueeze(-1).float()
             add(f"layer_{k}/block_mean", (h * m).sum(1) / m.sum(1).clamp(min=1))
-    return {name: torch.cat(parts).numpy() for name, parts in out.items()}
+    vectors = {name: torch.cat(parts).numpy() for name, parts in out.items()}
+    last = f"layer_{len(model.backbone.base_model.layers)}/user"
+    if "soft_mean" in vectors and last in vectors:  # a skip from the input to the embedding: does it add?
+        both = np.concatenate([vectors[last], vectors["soft_mean"]], axis=1)
+        vectors["embedding+soft_mean"] = both / np.linalg.norm(both, axis=1, keepdims=True)
+    return vectors
 
 
 def build(args):
@@ -200,7 +207,11 @@ def plot(rows: list[dict], layers: list[int], path: Path, title: str) -> None:
     for kind, style, label in (("user", "o-", "<USER> state"), ("block_mean", "s--", "user block mean")):
         ks = [k for k in layers if f"layer_{k}/{kind}" in by]
         ax.plot(ks, [by[f"layer_{k}/{kind}"] for k in ks], style, label=label)
-    for name, color in (("encoder_mean", "tab:gray"), ("soft_mean", "tab:olive")):
+    for name, color in (
+        ("encoder_mean", "tab:gray"),
+        ("soft_mean", "tab:olive"),
+        ("embedding+soft_mean", "tab:red"),
+    ):
         if name in by:
             ax.axhline(by[name], color=color, linestyle=":", label=name)
     ax.axhline(0.5, color="black", linewidth=0.5)

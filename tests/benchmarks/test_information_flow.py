@@ -48,6 +48,7 @@ def test_the_last_layer_user_state_is_the_universal_embedding(flow, qa_data, mod
     ids = flow.probe_users(tables)[:7]
     n = len(model.backbone.base_model.layers)
     vectors = flow.stage_vectors(model, card, tables, ids, [0, n], 3)
+    assert vectors["embedding+soft_mean"].shape == (len(ids), 2 * model.dim)
     want = UserEmbedder(model, card, tables).embed(ids, None)
     np.testing.assert_allclose(vectors[f"layer_{n}/user"], want, atol=1e-5)
     assert vectors[f"layer_{n}/block_mean"].shape == want.shape
