@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import machine
+from common import machine, portable
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDINGS = ("universal", "manual", "tuned")
@@ -233,7 +233,8 @@ def _write(path: Path, payload: dict) -> None:
     from components.ingestion.atomic import write_bytes_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+    # committed: run folders are written from `runs/` on, never as this machine's absolute paths
+    write_bytes_atomic(path, (json.dumps(portable(payload), indent=2) + "\n").encode("utf-8"))
 
 
 def finished(row: dict | None, overrides: list[str]) -> bool:

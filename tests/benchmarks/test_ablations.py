@@ -98,7 +98,9 @@ def test_two_variants_then_a_second_call_reuses_them(prefect_server, project, ab
         assert r["tasks"] and all(set(by) == {"universal", "manual"} for by in r["tasks"].values())
     assert rows["no_tabular"]["overrides"] == [*TINY, "model.inputs=sequences"]
     assert rows["full"]["run_dir"] != rows["no_tabular"]["run_dir"]
-    saved = json.loads((Path(rows["no_tabular"]["winner_dir"]) / "model.json").read_text())
+    assert all(r["run_dir"].startswith("runs/") for r in rows.values())  # no machine paths
+    assert str(project) not in out.read_text()
+    saved = json.loads((project / rows["no_tabular"]["winner_dir"] / "model.json").read_text())
     assert saved["config"]["inputs"] == "sequences"
 
     again = ablations.run_study(variants, **kw)
