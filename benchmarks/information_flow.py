@@ -42,15 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def probe_users(tables) -> list[int]:
-    """The probe split's users that have a label, as the evaluation takes them."""
-    from components.ingestion.contract import Split
-
-    users = tables.users
-    probe = set(users.loc[users["split"] == Split.PROBE.value, "user_id"].astype(int))
-    return sorted(int(u) for u in tables.labels["user_id"].astype(int).unique() if int(u) in probe)
-
-
 def _mean_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return values[rows].mean(0) if len(rows) else torch.zeros(values.shape[1], dtype=values.dtype)
 
@@ -145,6 +136,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", help="result name suffix (default: untrained or the model folder's name)")
     args = ap.parse_args(argv)
 
+    from components.evaluation.evaluate import probe_user_ids
     from components.evaluation.probe import mean_auc, probe_embeddings
 
     card, tables, model = build(args)
@@ -157,8 +149,8 @@ def main(argv=None) -> int:
     if not all(0 <= k <= n_layers for k in layers):
         raise SystemExit(f"--layers must lie in 0..{n_layers} (the backbone has {n_layers} layers)")
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    ids = probe_users(tables)
     tasks = [t.name for t in card.tasks]
+    ids = probe_user_ids(tables, tasks)
     print(
         f"{len(ids)} probe users, {len(tasks)} tasks, layers {layers}, bf16={model.uses_bf16()}", flush=True
     )

@@ -22,8 +22,6 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.settings import quiet_telemetry
-
 app = typer.Typer(
     help="Train, evaluate, register and serve instruction-aware user embedding models.",
     no_args_is_help=True,
@@ -118,7 +116,6 @@ def ingest(
     summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
 ) -> None:
     """Ingest a dataset: read, validate (bad rows to quarantine/), publish data/<name>/, version."""
-    quiet_telemetry()
     from components.ingestion.readers import parse_options
 
     try:
@@ -167,7 +164,6 @@ def synthesize(
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Synthesise UserQA (instruction, answer) records for the dataset's training users."""
-    quiet_telemetry()
     from components.userqa.synthesize import SynthesisConfig
     from flows.settings import Paths
 
@@ -213,7 +209,6 @@ def train(
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Train an InstructUE model on UserQA (contrastive + next-token, LoRA); writes a model folder."""
-    quiet_telemetry()
     from components.training.config import load_profile
     from components.training.data import USERQA_FILE
     from flows.settings import Paths
@@ -332,7 +327,6 @@ def embed(
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Embed a dataset's users, universally or under instructions (prefix reuse across instructions)."""
-    quiet_telemetry()
     from components.ingestion.contract import read_tables
     from components.modeling.assets import AssetError
     from components.modeling.config import ModelConfig
@@ -388,7 +382,6 @@ def deploy(
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Register the retraining flow on a cron schedule with a Prefect server (needs PREFECT_API_URL)."""
-    quiet_telemetry()
     from flows.deploy import PREFECT_FILE, DeployError, deploy, load_spec
     from flows.settings import Paths
 
@@ -427,7 +420,6 @@ def evaluate(
 ) -> None:
     """Probe a model (universal, manual and tuned instructions) beside baselines, gate it, write the
     report. Exits 1 when the gate fails."""
-    quiet_telemetry()
     from components.ingestion.card import DatasetCard
     from components.ingestion.contract import CARD_FILENAME
     from flows.evaluate import build_settings, champion_from_report
@@ -501,7 +493,6 @@ def register(
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Register a gated model folder as a new version with alias `challenger`."""
-    quiet_telemetry()
     from components.registry.register import register as register_version
 
     paths, settings, client = _registry(root)
@@ -531,7 +522,6 @@ def promote(
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Move alias `champion` to a gated version, recording reviewer, reason, time and the previous one."""
-    quiet_telemetry()
     from components.registry.promote import promote as promote_version
 
     paths, settings, client = _registry(root)
@@ -552,7 +542,6 @@ def rollback(
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Restore the champion that the current champion replaced."""
-    quiet_telemetry()
     from components.registry.promote import rollback as rollback_version
 
     paths, settings, client = _registry(root)
@@ -580,7 +569,6 @@ def embed_batch(
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Embed a dataset's users with a registry version (default: the champion) into parquet."""
-    quiet_telemetry()
     from components.ingestion.card import DatasetCard
     from components.ingestion.contract import CARD_FILENAME
     from components.registry.batch import embed_batch as run_batch
@@ -641,7 +629,6 @@ def retrain(
 ) -> None:
     """The retraining pipeline: ingest, validate, version, synthesize, train, merge, evaluate, gate,
     register. Finished steps with unchanged inputs are skipped."""
-    quiet_telemetry()
     from components.training.config import load_profile
     from flows.logs import tidy_cli_logs
     from flows.retrain import GateFailedError, retrain_flow

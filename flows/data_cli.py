@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from flows.settings import Paths, quiet_telemetry
+from flows.settings import Paths
 
 data_app = typer.Typer(
     help="Push, pull and inspect the DVC versions of data/ (data.dvc at the project root).",
@@ -31,7 +31,6 @@ RemoteOption = Annotated[str | None, typer.Option(help="remote name (default: th
 
 
 def _root(root: Path | None) -> Path:
-    quiet_telemetry()
     return Paths.resolve(root).root
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from components.ingestion import IngestSummary, ingest, read_dataset, versioning
-from flows.settings import Paths, quiet_telemetry
+from flows.settings import Paths
 
 
 @task(name="ingest-and-validate")
@@ -60,7 +60,6 @@ def ingest_flow(
 
 
 if __name__ == "__main__":
-    quiet_telemetry()
     s, v = ingest_flow(sys.argv[1] if len(sys.argv) > 1 else "movielens-100k")
     print(s.to_text())
     print(v)

@@ -113,20 +113,29 @@ class EvaluationResult:
 
 
 # -- stages ------------------------------------------------------------------------------------------
+def probe_user_ids(tables, tasks: list[str]) -> list[int]:
+    """The probe split's users with a label for any of `tasks`, sorted: the users every variant and
+    baseline is probed on."""
+    from components.ingestion.contract import Split
+
+    probe = set(tables.users.loc[tables.users["split"] == Split.PROBE.value, "user_id"].astype(int))
+    labels = tables.labels[tables.labels["user_id"].astype(int).isin(probe)]
+    return sorted(int(u) for u in labels.loc[labels["task"].isin(tasks), "user_id"].unique())
+
+
 def load_inputs(
     model_dir: Path, data_dir: Path, settings: EvaluationSettings, asset_cache: Path | None = None
 ) -> EvalInputs:
     """Load the model and the dataset; the probe users and, per task, their labels."""
-    from components.ingestion.contract import Split, read_tables
+    from components.ingestion.contract import read_tables
     from components.modeling.factory import load_model
 
     card, tables = read_tables(data_dir)
     tasks = settings.tasks or [t.name for t in card.tasks]
     for t in tasks:
         card.task(t)  # KeyError naming the card's tasks
-    probe = set(tables.users.loc[tables.users["split"] == Split.PROBE.value, "user_id"].astype(int))
-    labels = tables.labels[tables.labels["user_id"].astype(int).isin(probe)]
-    probe_ids = sorted(int(u) for u in labels.loc[labels["task"].isin(tasks), "user_id"].unique())
+    probe_ids = probe_user_ids(tables, tasks)
+    labels = tables.labels[tables.labels["user_id"].astype(int).isin(set(probe_ids))]
     if not probe_ids:
         raise ValueError(f"{data_dir}: no probe user has a label for tasks {tasks}")
     row = {u: i for i, u in enumerate(probe_ids)}

@@ -37,6 +37,7 @@ def test_every_stage_is_probed_and_written(flow, qa_data, model_cache, tmp_path,
 def test_the_last_layer_user_state_is_the_universal_embedding(flow, qa_data, model_cache, monkeypatch):
     """The diagnostic reads the same pass the model embeds with: its last `<USER>` state is the
     embedding, and the block mean excludes the suffix (it differs from the `<USER>` state)."""
+    from components.evaluation.evaluate import probe_user_ids
     from components.ingestion.contract import read_tables
     from components.modeling.embed import UserEmbedder
     from components.modeling.factory import build_model
@@ -45,7 +46,7 @@ def test_the_last_layer_user_state_is_the_universal_embedding(flow, qa_data, mod
     monkeypatch.setenv("INSTRUCTUE_CACHE", str(model_cache))
     card, tables = read_tables(qa_data)
     model = build_model(card, tables.users, load_profile("tiny").model).eval()
-    ids = flow.probe_users(tables)[:7]
+    ids = probe_user_ids(tables, [t.name for t in card.tasks])[:7]
     n = len(model.backbone.base_model.layers)
     vectors = flow.stage_vectors(model, card, tables, ids, [0, n], 3)
     assert vectors["embedding+soft_mean"].shape == (len(ids), 2 * model.dim)
