@@ -18,6 +18,8 @@ tokens are fed as input embeddings in place of the instruction's token embedding
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -304,9 +306,9 @@ class InstructUE(nn.Module):
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=cache is not None,
                 output_hidden_states=all_layers,
+                **{_cache_keyword(type(self.backbone.base_model)): cache},
             )
 
     def _pool(self, hidden: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -376,9 +378,10 @@ class InstructUE(nn.Module):
         plan = batch.plan
         mask = plan.mask.to(self.device)
         positions = torch.arange(plan.codes.shape[1], device=self.device)[None, :].expand_as(mask)
-        out = self._decoder(self.input_embeddings(plan, soft), mask, positions, DynamicCache(), route)
+        cache = DynamicCache()  # filled in place: read from it, not from the output (renamed in 5.x)
+        out = self._decoder(self.input_embeddings(plan, soft), mask, positions, cache, route)
         m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
         return PrefixCache(plan, route, kv, (out.last_hidden_state * m).sum(1), m.sum(1))
 
     def embed_suffixes(self, prefix: PrefixCache, suffixes: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -427,6 +430,13 @@ class InstructUE(nn.Module):
         return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
             ~visible, torch.finfo(dtype).min
         )
+
+
+@functools.cache
+def _cache_keyword(base_model: type) -> str:
+    """The decoder's key/value-cache argument: `cache` in newer transformers 5.x releases (which warn
+    on `past_key_values` and drop it in 5.40), `past_key_values` in the earlier ones."""
+    return "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"
 
 
 def _fmt(x) -> str:

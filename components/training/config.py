@@ -68,6 +68,11 @@ class TrainConfig(BaseModel):
         "ratios) and take InfoNCE negatives within the task; None: every task mixed, negatives from all",
     )
     temperature: float = Field(0.05, gt=0)
+    centre: bool = Field(
+        False,
+        description="score Eq. 2-4 on embeddings centred per batch (per task with task_batches): "
+        "the backbone's states share one dominant direction (losses.centre_groups)",
+    )
     margin: float | None = Field(0.1, description="c_margin of Eq. 4; null disables the mask")
     same_side: bool = True
     alpha_lm: float = Field(1.0, ge=0)

@@ -52,6 +52,26 @@ def margin_mask(scores: torch.Tensor, positive: torch.Tensor, margin: float | No
     return (scores <= positive[:, None] + margin).to(scores.dtype)
 
 
+def centre_groups(x: torch.Tensor, groups: list[str] | None = None) -> torch.Tensor:
+    """Subtract each group's mean vector from its rows (the whole batch is one group by default).
+
+    Why: an LLM's last-token states are anisotropic. On MovieLens the untrained quick model's
+    `<USER>` states of 8 users of one task have mean pairwise cosine 0.97, their answers' 0.97, so
+    Eq. 2's cosines differ in the third decimal and a step spends itself on the shared direction.
+    The cosine of centred vectors scores only how users (answers) differ from each other; a group
+    is a task when negatives come from the task alone. A group of one row is left as it is (its
+    mean is itself). Gradients flow through the mean.
+    """
+    if groups is None:
+        return x - x.mean(0, keepdim=True) if x.shape[0] > 1 else x
+    out = x.clone()
+    for name in dict.fromkeys(groups):
+        rows = torch.tensor([g == name for g in groups], device=x.device)
+        if int(rows.sum()) > 1:
+            out[rows] = x[rows] - x[rows].mean(0, keepdim=True)
+    return out
+
+
 def info_nce(
     users: torch.Tensor,
     answers: torch.Tensor,

@@ -26,7 +26,15 @@ from components.modeling.model import InstructUE
 from components.modeling.profile import UserProfile
 from components.modeling.tmole import Branch
 from components.training.data import Example, task_name
-from components.training.losses import IGNORE, LossTerms, info_nce, joint_loss, next_token_loss, shift_labels
+from components.training.losses import (
+    IGNORE,
+    LossTerms,
+    centre_groups,
+    info_nce,
+    joint_loss,
+    next_token_loss,
+    shift_labels,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class ObjectiveSettings:
     max_answer_tokens: int = 96
     share_pass: bool = True  # one pass for both branches where the routing allows it (module docstring)
     in_task_negatives: bool = False  # InfoNCE negatives only from the same task (`task_batches`)
+    centre: bool = False  # Eq. 2-4 on centred embeddings (per task with in_task_negatives)
 
 
 @dataclass
@@ -117,9 +126,12 @@ class Objective(nn.Module):
             answers, n = self._embed_answers(texts, emb_route)
             tokens += n
             same = torch.tensor([[a == b for b in texts] for a in texts], device=m.device)
+            names = [task_name(e) for e in emb]
             if s.in_task_negatives:  # another task's answer is told apart by its template, not the user
-                names = [task_name(e) for e in emb]
                 same = same | torch.tensor([[a != b for b in names] for a in names], device=m.device)
+            if s.centre:
+                groups = names if s.in_task_negatives else None
+                users, answers = centre_groups(users, groups), centre_groups(answers, groups)
             cl = info_nce(users, answers, s.temperature, s.margin, s.same_side, known_positive=same)
         examples = len(set(map(id, emb)) | set(map(id, gen)))
         return StepOutput(joint_loss(lm, cl, s.alpha_lm, s.alpha_cl), tokens, examples)

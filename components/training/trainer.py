@@ -150,7 +150,7 @@ def train(
         n_embedding=config.n_embedding, n_generative=config.n_generative, temperature=config.temperature,
         margin=config.margin, same_side=config.same_side, alpha_lm=config.alpha_lm,
         alpha_cl=config.alpha_cl, max_answer_tokens=config.max_answer_tokens,
-        in_task_negatives=config.task_batches is not None,
+        in_task_negatives=config.task_batches is not None, centre=config.centre,
     )  # fmt: skip
     objective = Objective(model, settings, profiles, tables.users)
     params = [p for p in objective.parameters() if p.requires_grad]

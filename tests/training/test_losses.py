@@ -7,6 +7,7 @@ import torch
 
 from components.training.losses import (
     IGNORE,
+    centre_groups,
     info_nce,
     joint_loss,
     margin_mask,
@@ -135,3 +136,25 @@ def test_joint_loss_weights_and_keeps_terms():
     assert joint_loss(None, cl).detached() == {"loss": 3.0, "loss_cl": 3.0}
     with pytest.raises(ValueError, match="both"):
         joint_loss(None, None)
+
+
+def test_centre_groups_subtracts_each_groups_mean_and_leaves_a_lone_row():
+    x = t([[1.0, 2.0], [3.0, 4.0], [10.0, 0.0], [5.0, 5.0]])
+    whole = centre_groups(x)
+    assert torch.allclose(whole.sum(0), torch.zeros(2), atol=1e-6)
+    grouped = centre_groups(x, ["a", "a", "b", "c"])
+    assert grouped[:2].tolist() == [[-1.0, -1.0], [1.0, 1.0]]
+    assert grouped[2:].tolist() == x[2:].tolist()  # groups of one row are left alone
+
+
+def test_centring_lets_info_nce_see_pairs_that_a_shared_direction_hides():
+    # every vector is a large shared offset plus a small part that marks its pair: cosines of the raw
+    # vectors all sit near 1, so the loss is near its chance level; centred, the pairs are found
+    torch.manual_seed(0)
+    distinct = torch.nn.functional.normalize(torch.randn(8, 32), dim=-1)
+    shared = 20.0 * torch.nn.functional.normalize(torch.randn(1, 32), dim=-1)
+    users, answers = shared + distinct, shared + distinct + 0.05 * torch.randn(8, 32)
+    raw = float(info_nce(users, answers, temperature=0.05, margin=None))
+    centred = float(info_nce(centre_groups(users), centre_groups(answers), temperature=0.05, margin=None))
+    assert raw > math.log(22) - 0.5  # B=8: 1 positive and 3 x 7 negatives, all alike
+    assert centred < 0.5

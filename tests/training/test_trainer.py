@@ -308,3 +308,44 @@ def test_in_task_negatives_leave_only_same_task_pairs_in_infonce(qa_data, model_
         pairs += [first, other]
     assert cl(pairs, True) > 0.1
     assert cl(pairs, False) > cl(pairs, True)
+
+
+@pytest.mark.parametrize("in_task", [True, False])
+def test_centre_scores_infonce_on_vectors_centred_per_task_or_per_batch(
+    in_task, qa_data, model_cache, monkeypatch
+):
+    from components.ingestion.contract import read_tables
+    from components.modeling.factory import build_model
+    from components.modeling.profile import build_profiles
+    from components.training import objective as objective_module
+    from components.training.data import load_examples
+    from components.training.objective import Objective, ObjectiveSettings
+
+    config = tiny()
+    card, tables = read_tables(qa_data)
+    torch.manual_seed(0)
+    model = build_model(card, tables.users, config.model, model_cache).add_lora(config.lora)
+    by_task: dict[str, list] = {}
+    for e in load_examples(qa_data):
+        by_task.setdefault(task_name(e), []).append(e)
+    batch = [e for v in list(by_task.values())[:2] for e in v[:3]]  # three examples of two tasks
+    ids = sorted({e.user_id for e in batch})
+    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+    seen = []
+    real = objective_module.info_nce
+    monkeypatch.setattr(
+        objective_module, "info_nce", lambda u, a, *r, **k: seen.append((u, a)) or real(u, a, *r, **k)
+    )
+
+    for centre in (False, True):
+        s = ObjectiveSettings(
+            n_embedding=len(batch), n_generative=0, in_task_negatives=in_task, centre=centre
+        )
+        with torch.no_grad():
+            Objective(model, s, profiles, tables.users)(batch, [])
+    (raw_u, raw_a), (u, a) = seen
+    groups = [slice(0, 3), slice(3, 6)] if in_task else [slice(0, 6)]
+    for rows in groups:
+        for x in (u, a):
+            assert torch.allclose(x[rows].mean(0), torch.zeros(x.shape[1]), atol=1e-4)
+        assert raw_u[rows].mean(0).norm() > 0.1 * raw_u[rows].norm(dim=1).mean()
