@@ -30,6 +30,7 @@ seconds, wall time and per-task AUC/KS.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -105,6 +106,15 @@ def validate_overrides(profile: str, extra: list[str], variants: list[Variant]) 
         raise ValueError("invalid ablation configuration:\n" + "\n".join(problems))
 
 
+def config_digest(profile: str, overrides: list[str]) -> str:
+    """The resolved training configuration's digest: a row trained under an earlier version of the
+    profile (the same `--set`, other defaults) does not compare with this one's rows."""
+    from components.training.config import load_profile
+
+    resolved = load_profile(profile, overrides).model_dump(mode="json")
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
 # -- one variant -----------------------------------------------------------------------------------
 def _means(headline: dict) -> dict[str, float | None]:
     means = {k: headline.get(f"mean_auc_{k}") for k in EMBEDDINGS}
@@ -143,7 +153,8 @@ def run_variant(
 
     overrides = [*extra, *variant.overrides]
     row: dict[str, Any] = {"variant": variant.name, "table": variant.table, "paper_row": variant.paper_row,
-                           "extra": list(extra), "overrides": overrides, "error": None}  # fmt: skip
+                           "extra": list(extra), "overrides": overrides,
+                           "config": config_digest(profile, overrides), "error": None}  # fmt: skip
     t0 = time.perf_counter()
     try:
         out = retrain_flow(dataset=dataset, profile=profile, overrides=overrides, options=options,
@@ -157,7 +168,7 @@ def run_variant(
     selection, evaluation_out = out["selection"], out["evaluation"]
     winner = Path(selection["folders"][selection["winner"]])
     tasks = _tasks(Path(evaluation_out["folder"]) / "report.json", winner)
-    if tasks is None and previous and previous.get("overrides") == overrides:
+    if tasks is None and previous and previous.get("config") == row["config"]:
         tasks = previous.get("tasks")  # this variant's own numbers, kept from an earlier call
     headline = evaluation_out["headline"]
     return row | {
@@ -237,10 +248,14 @@ def _write(path: Path, payload: dict) -> None:
     write_bytes_atomic(path, (json.dumps(portable(payload), indent=2) + "\n").encode("utf-8"))
 
 
-def finished(row: dict | None, overrides: list[str]) -> bool:
-    """Is `row` (from the JSON) a finished run of exactly these overrides?"""
+def finished(row: dict | None, overrides: list[str], config: str) -> bool:
+    """Is `row` (from the JSON) a finished run of exactly these overrides and this configuration?"""
     return (
-        bool(row) and not row.get("error") and row.get("overrides") == overrides and bool(row.get("mean_auc"))
+        bool(row)
+        and not row.get("error")
+        and row.get("overrides") == overrides
+        and row.get("config") == config
+        and bool(row.get("mean_auc"))
     )
 
 
@@ -274,12 +289,18 @@ def run_study(
     old = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     same_study = old.get("dataset") == dataset and old.get("profile") == profile
     kept = {r["variant"]: r for r in old.get("rows", []) if same_study and r.get("extra") == extra}
+    digests = {v.name: config_digest(profile, [*extra, *v.overrides]) for v in VARIANTS if v.name in kept}
+    for name in [n for n in kept if kept[n].get("config") != digests.get(n)]:
+        # the profile's defaults changed since that row ran: it would compare unlike with unlike
+        print(f"{name}: dropped from the JSON, it was trained under another version of the profile")
+        del kept[name]
     payload = {"benchmark": "ablations", "dataset": dataset, "profile": profile, "extra": extra,
                "command": command, "machine": machine(), "evaluation": {**GATE_OFF, **(evaluation or {})},
                "rows": list(kept.values())}  # fmt: skip
     study_t0 = time.perf_counter()
     for v in variants:
-        if keep_finished and finished(kept.get(v.name), [*extra, *v.overrides]):
+        overrides = [*extra, *v.overrides]
+        if keep_finished and finished(kept.get(v.name), overrides, config_digest(profile, overrides)):
             print(line(kept[v.name], kept.get(FULL)) + "  (kept from the JSON)", flush=True)
             continue
         row = run_variant(v, dataset, profile, extra, root=root, options=options, evaluation=evaluation,

@@ -114,17 +114,20 @@ def test_keep_finished_runs_only_what_the_json_lacks(ablations, tmp_path, monkey
     out = tmp_path / "ablations.json"
     extra = ["model.bf16=false"]
 
-    def row(name, overrides, error=None):
+    def row(name, overrides, error=None, config=None):
+        config = config or ablations.config_digest("quick", overrides)
         return {"variant": name, "table": None, "paper_row": name, "extra": extra, "overrides": overrides,
-                "error": error, "mean_auc": {"universal": 0.6, "manual": 0.6, "tuned": 0.6, "mean": 0.6},
+                "config": config, "error": error, "mean_auc": {"universal": 0.6, "manual": 0.6, "tuned": 0.6, "mean": 0.6},
                 "states": {}, "wall_s": 1.0, "run_dir": "runs/x"}  # fmt: skip
 
     no_ntp = ablations.BY_NAME["no_ntp"]
     no_tabular = ablations.BY_NAME["no_tabular"]
+    no_merge = ablations.BY_NAME["no_merge"]
     rows = [
         row("full", extra),  # finished: kept
         row("no_ntp", [*extra, *no_ntp.overrides], error="killed"),  # failed: runs again
         row("no_tabular", ["steps=3", *no_tabular.overrides]),  # other overrides: runs again
+        row("no_merge", [*extra, *no_merge.overrides], config="an-older-profile"),  # stale: dropped
     ]
     out.write_text(
         json.dumps({"dataset": "movielens-100k", "profile": "quick", "extra": extra, "rows": rows})
@@ -139,7 +142,7 @@ def test_keep_finished_runs_only_what_the_json_lacks(ablations, tmp_path, monkey
     variants = ablations.select(only=["no_ntp", "no_tabular"])
     written = ablations.run_study(variants, "movielens-100k", "quick", extra, out, keep_finished=True)
     assert ran == ["no_ntp", "no_tabular"]
-    assert {r["variant"]: r["error"] for r in written["rows"]} == {
+    assert {r["variant"]: r["error"] for r in written["rows"]} == {  # no_merge went, nothing ran it
         "full": None,
         "no_ntp": None,
         "no_tabular": None,
