@@ -43,10 +43,10 @@ def test_every_variant_changes_what_its_row_says(ablations, profile):
         "no_contrastive": {"no_contrastive": True},
         "mean_pooling": {"model": full.model.model_copy(update={"pooling": Pooling.MEAN})},
         "no_merge": {"merge": full.merge.model_copy(update={"enabled": False})},
-        "no_s2sched": {"scheduling": Scheduling.UNIFORM},
+        "no_s2sched": {"scheduling": Scheduling.UNIFORM, "task_batches": None},  # they need S2Sched
         "no_tmole": {"adapter": Adapter.LORA},
         "no_all_three": {"merge": full.merge.model_copy(update={"enabled": False}),
-                         "scheduling": Scheduling.UNIFORM, "adapter": Adapter.LORA},
+                         "scheduling": Scheduling.UNIFORM, "task_batches": None, "adapter": Adapter.LORA},
     }  # fmt: skip
     assert set(want) | {"full"} == set(ablations.BY_NAME)
     for v in ablations.VARIANTS:
