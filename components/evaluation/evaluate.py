@@ -58,6 +58,7 @@ class TuningConfig(BaseModel):
     steps: int = Field(20, ge=0)
     lr: float = Field(5e-3, gt=0)
     temperature: float = Field(0.1, gt=0)
+    centre: bool = Field(False, description="Eq. 6 on embeddings centred over the few-shot users")
     seed: int = Field(0, description="draws the few-shot users")
 
 
@@ -171,7 +172,7 @@ def tune_instructions(inputs: EvalInputs, tuning_users: dict[str, list[int]], se
     from components.evaluation.tuning import TuningSettings, tune_instruction
 
     cfg = settings.tuning
-    tuning = TuningSettings(cfg.shots_per_class, cfg.steps, cfg.lr, cfg.temperature)
+    tuning = TuningSettings(cfg.shots_per_class, cfg.steps, cfg.lr, cfg.temperature, cfg.centre)
     from tqdm.auto import tqdm
 
     out = {}

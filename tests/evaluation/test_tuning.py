@@ -72,6 +72,19 @@ def test_prototype_loss_three_classes_and_gradients_through_prototypes():
     assert prototype_loss(clustered, torch.arange(3).repeat_interleave(3), 0.05) < 1e-6
 
 
+def test_centring_lets_the_prototype_loss_see_classes_that_a_shared_direction_hides():
+    # two classes that differ by a small direction on top of a large offset every user shares
+    torch.manual_seed(0)
+    shared = 30.0 * torch.nn.functional.normalize(torch.randn(1, 16), dim=-1)
+    labels = torch.tensor([0] * 6 + [1] * 6)
+    sign = (2.0 * labels - 1.0)[:, None]
+    emb = shared + sign * torch.nn.functional.normalize(torch.ones(1, 16), dim=-1) + 0.1 * torch.randn(12, 16)
+    raw = float(prototype_loss(emb, labels, temperature=0.1))
+    centred = float(prototype_loss(emb, labels, temperature=0.1, centre=True))
+    assert raw > math.log(2) - 0.1  # the cosines to both prototypes are nearly 1: about chance
+    assert centred < 0.05
+
+
 def test_prototype_loss_refuses_bad_inputs():
     u = torch.randn(4, 3)
     with pytest.raises(ValueError, match="two classes"):
