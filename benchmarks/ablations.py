@@ -106,12 +106,21 @@ def validate_overrides(profile: str, extra: list[str], variants: list[Variant]) 
         raise ValueError("invalid ablation configuration:\n" + "\n".join(problems))
 
 
-def config_digest(profile: str, overrides: list[str]) -> str:
-    """The resolved training configuration's digest: a row trained under an earlier version of the
-    profile (the same `--set`, other defaults) does not compare with this one's rows."""
+def config_digest(
+    profile: str, overrides: list[str], dataset: str = "movielens-100k", evaluation: dict | None = None
+) -> str:
+    """The digest of what a row measured: the resolved training configuration and the evaluation
+    settings (gate aside). A row run under an earlier version of either (the same `--set`, other
+    defaults) does not compare with this one's rows."""
     from components.training.config import load_profile
+    from flows.evaluate import build_settings
 
-    resolved = load_profile(profile, overrides).model_dump(mode="json")
+    resolved = {
+        "train": load_profile(profile, overrides).model_dump(mode="json"),
+        "evaluation": build_settings(ROOT, dataset, {**GATE_OFF, **(evaluation or {})}).model_dump(
+            mode="json", exclude={"gate", "progress"}
+        ),
+    }
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
@@ -154,7 +163,8 @@ def run_variant(
     overrides = [*extra, *variant.overrides]
     row: dict[str, Any] = {"variant": variant.name, "table": variant.table, "paper_row": variant.paper_row,
                            "extra": list(extra), "overrides": overrides,
-                           "config": config_digest(profile, overrides), "error": None}  # fmt: skip
+                           "config": config_digest(profile, overrides, dataset, evaluation),
+                           "error": None}  # fmt: skip
     t0 = time.perf_counter()
     try:
         out = retrain_flow(dataset=dataset, profile=profile, overrides=overrides, options=options,
@@ -289,10 +299,14 @@ def run_study(
     old = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     same_study = old.get("dataset") == dataset and old.get("profile") == profile
     kept = {r["variant"]: r for r in old.get("rows", []) if same_study and r.get("extra") == extra}
-    digests = {v.name: config_digest(profile, [*extra, *v.overrides]) for v in VARIANTS if v.name in kept}
+    digests = {
+        v.name: config_digest(profile, [*extra, *v.overrides], dataset, evaluation)
+        for v in VARIANTS
+        if v.name in kept
+    }
     for name in [n for n in kept if kept[n].get("config") != digests.get(n)]:
-        # the profile's defaults changed since that row ran: it would compare unlike with unlike
-        print(f"{name}: dropped from the JSON, it was trained under another version of the profile")
+        # the profile's or the evaluation's defaults changed since that row ran: unlike with unlike
+        print(f"{name}: dropped from the JSON, it ran under another version of the profile or evaluation")
         del kept[name]
     payload = {"benchmark": "ablations", "dataset": dataset, "profile": profile, "extra": extra,
                "command": command, "machine": machine(), "evaluation": {**GATE_OFF, **(evaluation or {})},
@@ -300,7 +314,8 @@ def run_study(
     study_t0 = time.perf_counter()
     for v in variants:
         overrides = [*extra, *v.overrides]
-        if keep_finished and finished(kept.get(v.name), overrides, config_digest(profile, overrides)):
+        digest = config_digest(profile, overrides, dataset, evaluation)
+        if keep_finished and finished(kept.get(v.name), overrides, digest):
             print(line(kept[v.name], kept.get(FULL)) + "  (kept from the JSON)", flush=True)
             continue
         row = run_variant(v, dataset, profile, extra, root=root, options=options, evaluation=evaluation,

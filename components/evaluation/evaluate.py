@@ -58,7 +58,9 @@ class TuningConfig(BaseModel):
     steps: int = Field(20, ge=0)
     lr: float = Field(5e-3, gt=0)
     temperature: float = Field(0.1, gt=0)
-    centre: bool = Field(False, description="Eq. 6 on embeddings centred over the few-shot users")
+    # measured on 2026-12-01, the quick profile's merged model on MovieLens: tuned mean AUC 0.597
+    # centred against 0.577 raw (same users, seeds and halves; README "Evaluation")
+    centre: bool = Field(True, description="Eq. 6 on embeddings centred over the few-shot users")
     seed: int = Field(0, description="draws the few-shot users")
 
 
