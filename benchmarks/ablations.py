@@ -299,10 +299,11 @@ def run_study(
     old = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     same_study = old.get("dataset") == dataset and old.get("profile") == profile
     kept = {r["variant"]: r for r in old.get("rows", []) if same_study and r.get("extra") == extra}
-    digests = {
+    wanted = {v.name for v in variants} | set(kept)
+    digests = {  # what each variant's row must have measured, computed once
         v.name: config_digest(profile, [*extra, *v.overrides], dataset, evaluation)
         for v in VARIANTS
-        if v.name in kept
+        if v.name in wanted
     }
     for name in [n for n in kept if kept[n].get("config") != digests.get(n)]:
         # the profile's or the evaluation's defaults changed since that row ran: unlike with unlike
@@ -313,9 +314,7 @@ def run_study(
                "rows": list(kept.values())}  # fmt: skip
     study_t0 = time.perf_counter()
     for v in variants:
-        overrides = [*extra, *v.overrides]
-        digest = config_digest(profile, overrides, dataset, evaluation)
-        if keep_finished and finished(kept.get(v.name), overrides, digest):
+        if keep_finished and finished(kept.get(v.name), [*extra, *v.overrides], digests[v.name]):
             print(line(kept[v.name], kept.get(FULL)) + "  (kept from the JSON)", flush=True)
             continue
         row = run_variant(v, dataset, profile, extra, root=root, options=options, evaluation=evaluation,

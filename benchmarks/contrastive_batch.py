@@ -59,17 +59,19 @@ def pick_batch(examples: list, size: int, seed: int) -> tuple[str, list]:
 
 def similarity_stats(objective, batch: list, task: str, centre: bool) -> dict[str, float]:
     """Mean pairwise cosines of users and of answers (raw states), top-1 under the mode's scoring."""
+    from components.modeling.tmole import Branch
+    from components.training.losses import centre_groups
+
     m = objective.model
-    names = [task] * len(batch)
     with torch.no_grad():
-        route = m.route(names, _embedding_branch())
+        route = m.route([task] * len(batch), Branch.EMBEDDING)
         hidden, mask, _, pos, _ = objective._user_pass(batch, 0, route)
         users = objective._pool(hidden, mask, pos)
         answers, _ = objective._embed_answers([e.answer for e in batch], route)
     off = ~torch.eye(len(batch), dtype=torch.bool)
     raw_u, raw_a = F.normalize(users, dim=-1), F.normalize(answers, dim=-1)
     if centre:
-        users, answers = users - users.mean(0), answers - answers.mean(0)
+        users, answers = centre_groups(users), centre_groups(answers)
     u, a = F.normalize(users, dim=-1), F.normalize(answers, dim=-1)
     top1 = ((u @ a.T).argmax(1) == torch.arange(len(batch))).float().mean()
     return {
@@ -77,12 +79,6 @@ def similarity_stats(objective, batch: list, task: str, centre: bool) -> dict[st
         "answer_cos": round(float((raw_a @ raw_a.T)[off].mean()), 4),
         "top1": round(float(top1), 4),
     }
-
-
-def _embedding_branch():
-    from components.modeling.tmole import Branch
-
-    return Branch.EMBEDDING
 
 
 def run_mode(config, card, tables, batch: list, task: str, centre: bool, steps: int, seed: int) -> dict:

@@ -32,6 +32,7 @@ from components.ingestion.contract import ContractTables
 from components.modeling.model import InstructUE, PrefixCache
 from components.modeling.profile import build_profiles
 from components.modeling.tuned import TunedInstruction, load_tuned, save_tuned, tuned_for
+from components.training.losses import centre_groups
 
 TUNING_BATCH = 64  # few-shot users per backbone pass: few-shot sets fit in one, fewer and larger ops
 
@@ -105,7 +106,7 @@ def prototype_loss(
     if len(classes) < 2:
         raise ValueError(f"the prototype loss needs users of at least two classes, got {classes.tolist()}")
     if centre:
-        user_emb = user_emb - user_emb.mean(0, keepdim=True)
+        user_emb = centre_groups(user_emb)
     one_hot = F.one_hot(y, len(classes)).to(user_emb.dtype)  # (B, K)
     prototypes = (one_hot.T @ user_emb) / one_hot.sum(0)[:, None]  # (K, d): p_k, class means
     sim = F.normalize(user_emb, dim=-1) @ F.normalize(prototypes, dim=-1).T  # (B, K): s(u_i, p_k)
