@@ -164,10 +164,16 @@ def retrain_flow(
     from components.training.data import USERQA_FILE
     from components.training.trainer import RESULT_FILE
     from components.userqa.synthesize import SynthesisConfig
+    from flows.evaluate import build_settings
 
     log = get_run_logger()
     paths = Paths.resolve(Path(root) if root else None)
     config = load_profile(profile, list(overrides or []))  # validated before any work starts
+    evaluation = dict(evaluation or {})  # so are the evaluation overrides; the resolved settings
+    # key the evaluation's cache, so that a changed default (tuning.centre) re-runs it
+    resolved_evaluation = build_settings(paths.root, dataset, evaluation).model_dump(
+        mode="json", exclude={"progress"}
+    )
     data_dir = paths.data / dataset
     root_id = str(paths.root)  # two clones on one machine share Prefect's cache, never its hits
     seconds: dict[str, float] = {}
@@ -230,7 +236,6 @@ def retrain_flow(
     eval_dir = run_dir / EVALUATION_DIR
     gates = file_digest(paths.root / "mlruns_config" / "gates.yaml")
     step = _refresh(evaluate_step, (eval_dir / "report.json").is_file(), refresh)
-    evaluation = dict(evaluation or {})
     key = key_of(
         "evaluate",
         root=root_id,
@@ -238,7 +243,7 @@ def retrain_flow(
         contract=contract,
         champion=champion,
         gates=gates,
-        settings=evaluation,
+        settings=resolved_evaluation,
     )
     args = (winner, data_dir, run_dir, paths.root, champion, out["train"].get("run_id"), evaluation)
     out["evaluation"] = timed("evaluate", step, key, *args)

@@ -37,7 +37,7 @@ def versions(project):
     )
 
 
-def test_retrain_registers_then_a_rerun_hits_the_cache(prefect_server, project):
+def test_retrain_registers_then_a_rerun_hits_the_cache(prefect_server, project, monkeypatch):
     first = run(project)
     assert first["registered"]["version"] == "1" and versions(project) == [1]
     assert first["selection"]["winner"] in first["selection"]["scores"]
@@ -52,6 +52,20 @@ def test_retrain_registers_then_a_rerun_hits_the_cache(prefect_server, project):
     cached = {k for k, v in again["states"].items() if v == "Cached"}
     assert cached == {"ingest", "synthesize", "train", "merge", "evaluate", "register"}
     assert again["registered"] == first["registered"] and versions(project) == [1]
+
+    # a changed evaluation default (not an override) must re-run the evaluation, and only it
+    import flows.evaluate
+
+    resolve = flows.evaluate.build_settings
+
+    def other_default(*args, **kw):
+        settings = resolve(*args, **kw)
+        return settings.model_copy(update={"tuning": settings.tuning.model_copy(update={"lr": 0.5})})
+
+    monkeypatch.setattr(flows.evaluate, "build_settings", other_default)
+    third = run(project)
+    assert third["states"]["evaluate"] == "Completed"
+    assert {k for k, v in third["states"].items() if v == "Cached"} >= {"train", "merge"}
 
 
 def test_a_failing_gate_fails_the_flow_and_registers_nothing(prefect_server, project):
