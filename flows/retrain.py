@@ -7,6 +7,8 @@ S2Sched) -> merge (TIES, chosen on validation) -> evaluate (probes, baselines) -
 Each step is a Prefect task whose body calls one component function. Steps are cached by the content
 of their inputs (`flows/caching.py`): re-running with the same data and configuration skips every
 finished step; changing the data re-runs from synthesis on, changing a training knob from training on.
+Runs that differ only in merge or evaluation settings share the training's run folder; a step whose
+files there another run overwrote runs again instead of answering from the cache (`.<step>.key`).
 A failing gate fails the flow with the gate's reasons and registers nothing.
 """
 
@@ -23,6 +25,10 @@ from flows.caching import CACHED, file_digest, folder_digest, key_of
 from flows.settings import Paths
 
 EVALUATION_DIR = "evaluation"  # <run>/evaluation/: the winner's report, whichever candidate won
+# <run>/.<step>.key: the cache key whose outputs lie in the run folder now. Runs that differ only in
+# merge or evaluation settings share the training's folder, so each overwrites the other's selection,
+# merged weights and report; a cache hit must not then answer with a record of files that are gone.
+STEP_KEY_FILE = ".{step}.key"
 MAX_BAD_SHARE = 0.05  # the ingestion default: more bad rows than this stops the flow
 CONTRACT_FILES = ("schema.yaml", "users.parquet", "events.parquet", "labels.parquet", "cutoffs.parquet")
 
@@ -139,6 +145,23 @@ def _refresh(step, outputs_present: bool, force: bool):
     return step.with_options(refresh_cache=force or not outputs_present)
 
 
+def _outputs_are(output: Path, run_dir: Path, step: str, key: str) -> bool:
+    """Whether `output` exists and is `key`'s: its step's key file in `run_dir` names `key`, or is
+    missing (a run folder from before the key files: trusted, as it was)."""
+    marker = run_dir / STEP_KEY_FILE.format(step=step)
+    return output.is_file() and (not marker.is_file() or marker.read_text(encoding="utf-8") == key)
+
+
+def _stamp(run_dir: Path, step: str, key: str, state: str) -> None:
+    """Record that `step`'s outputs in `run_dir` are `key`'s, once it has run (not on a cache hit,
+    which wrote nothing)."""
+    if state == "Completed":
+        marker = run_dir / STEP_KEY_FILE.format(step=step)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(key, encoding="utf-8")
+        tmp.replace(marker)
+
+
 @flow(name="retrain")
 def retrain_flow(
     dataset: str = "movielens-100k",
@@ -224,18 +247,18 @@ def retrain_flow(
     )
 
     merge = config.merge.model_dump(mode="json")
-    step = _refresh(merge_step, (run_dir / SELECTION_FILE).is_file(), refresh)
     key = key_of(
         "merge", root=root_id, train=train_key, result=file_digest(run_dir / RESULT_FILE), merge=merge
     )
+    step = _refresh(merge_step, _outputs_are(run_dir / SELECTION_FILE, run_dir, "merge", key), refresh)
     out["selection"] = timed("merge", step, key, run_dir, data_dir, merge)
+    _stamp(run_dir, "merge", key, states["merge"])
     winner = Path(out["selection"]["folders"][out["selection"]["winner"]])
     weights = folder_digest(winner, WEIGHTS_FILE)  # not the tuned instructions evaluation adds
 
     champion = champion_for(paths.root, dataset)
     eval_dir = run_dir / EVALUATION_DIR
     gates = file_digest(paths.root / "mlruns_config" / "gates.yaml")
-    step = _refresh(evaluate_step, (eval_dir / "report.json").is_file(), refresh)
     key = key_of(
         "evaluate",
         root=root_id,
@@ -245,8 +268,11 @@ def retrain_flow(
         gates=gates,
         settings=resolved_evaluation,
     )
+    present = _outputs_are(eval_dir / "report.json", run_dir, "evaluate", key)
+    step = _refresh(evaluate_step, present, refresh)
     args = (winner, data_dir, run_dir, paths.root, champion, out["train"].get("run_id"), evaluation)
     out["evaluation"] = timed("evaluate", step, key, *args)
+    _stamp(run_dir, "evaluate", key, states["evaluate"])
     gate = out["evaluation"]["gate"]
     if not gate["passed"]:
         reasons = "\n- ".join(gate["reasons"])

@@ -19,10 +19,10 @@ def project(retrain_project):
     return retrain_project
 
 
-def run(project, evaluation=None, **kw):
+def run(project, evaluation=None, overrides_extra=(), **kw):
     from flows.retrain import retrain_flow
 
-    return retrain_flow(dataset="synthetic-multisource", profile="tiny", overrides=TINY,
+    return retrain_flow(dataset="synthetic-multisource", profile="tiny", overrides=[*TINY, *overrides_extra],
                         options={"n_users": 60, "seed": 0}, root=str(project),
                         evaluation={**CHEAP_EVAL, **(evaluation or {})}, **kw)  # fmt: skip
 
@@ -76,3 +76,30 @@ def test_a_failing_gate_fails_the_flow_and_registers_nothing(prefect_server, pro
     with pytest.raises(GateFailedError, match="gate failed"):
         state.result()
     assert versions(project) == []
+
+
+def test_runs_that_share_a_training_do_not_answer_from_each_others_overwritten_outputs(
+    prefect_server, project
+):
+    """Another merge setting over the same training rewrites the run folder's selection and report; a
+    re-run of the first setting must then merge and evaluate again, not return the cached records of
+    files that are no longer its own."""
+    import json
+
+    merged = ["merge.select=false"]  # the merge wins unscored; without it, the final checkpoint
+    first = run(project, register_model=False, overrides_extra=merged)
+    assert first["selection"]["winner"] == "merged"
+    other = run(project, register_model=False, overrides_extra=[*merged, "merge.enabled=false"])
+    assert other["train"]["run_dir"] == first["train"]["run_dir"]  # one training, two merges
+    assert other["states"]["train"] == "Cached" and other["selection"]["winner"] != "merged"
+
+    again = run(project, register_model=False, overrides_extra=merged)
+    assert again["states"]["train"] == "Cached"
+    assert again["states"]["merge"] == "Completed" and again["states"]["evaluate"] == "Completed"
+    run_dir = Path(again["train"]["run_dir"])
+    assert json.loads((run_dir / "selection.json").read_text())["settings"]["enabled"] is True
+    report = json.loads((run_dir / "evaluation" / "report.json").read_text())
+    assert Path(report["model_dir"]).name == "merged"
+
+    settled = run(project, register_model=False, overrides_extra=merged)  # the folder is its own again
+    assert {settled["states"][s] for s in ("train", "merge", "evaluate")} == {"Cached"}
