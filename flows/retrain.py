@@ -7,8 +7,9 @@ S2Sched) -> merge (TIES, chosen on validation) -> evaluate (probes, baselines) -
 Each step is a Prefect task whose body calls one component function. Steps are cached by the content
 of their inputs (`flows/caching.py`): re-running with the same data and configuration skips every
 finished step; changing the data re-runs from synthesis on, changing a training knob from training on.
-Runs that differ only in merge or evaluation settings share the training's run folder; a step whose
-files there another run overwrote runs again instead of answering from the cache (`.<step>.key`).
+Runs that share a folder (a training under two merge settings, a dataset under two reader options)
+overwrite each other's files there; a step whose files another run overwrote runs again instead of
+answering from the cache (`.<step>.key` files).
 A failing gate fails the flow with the gate's reasons and registers nothing.
 """
 
@@ -25,10 +26,13 @@ from flows.caching import CACHED, file_digest, folder_digest, key_of
 from flows.settings import Paths
 
 EVALUATION_DIR = "evaluation"  # <run>/evaluation/: the winner's report, whichever candidate won
-# <run>/.<step>.key: the cache key whose outputs lie in the run folder now. Runs that differ only in
-# merge or evaluation settings share the training's folder, so each overwrites the other's selection,
-# merged weights and report; a cache hit must not then answer with a record of files that are gone.
+# <folder>/.<step>.key: the cache key whose outputs lie on disk now. Runs that differ only in merge or
+# evaluation settings share the training's run folder, and runs with other reader options or another
+# UserQA writer share `data/<dataset>/`; each overwrites the other's files, so a cache hit must not
+# answer with the record of files that are gone. Data steps keep theirs in `runs/.keys/` (data/ is
+# versioned by DVC, and a key names the clone's path).
 STEP_KEY_FILE = ".{step}.key"
+DATA_KEYS_DIR = ".keys"
 MAX_BAD_SHARE = 0.05  # the ingestion default: more bad rows than this stops the flow
 CONTRACT_FILES = ("schema.yaml", "users.parquet", "events.parquet", "labels.parquet", "cutoffs.parquet")
 
@@ -145,18 +149,17 @@ def _refresh(step, outputs_present: bool, force: bool):
     return step.with_options(refresh_cache=force or not outputs_present)
 
 
-def _outputs_are(output: Path, run_dir: Path, step: str, key: str) -> bool:
-    """Whether `output` exists and is `key`'s: its step's key file in `run_dir` names `key`, or is
-    missing (a run folder from before the key files: trusted, as it was)."""
-    marker = run_dir / STEP_KEY_FILE.format(step=step)
+def _outputs_are(output: Path, marker: Path, key: str) -> bool:
+    """Whether `output` exists and is `key`'s: the step's key file `marker` names `key`, or is missing
+    (outputs from before the key files: trusted, as they were)."""
     return output.is_file() and (not marker.is_file() or marker.read_text(encoding="utf-8") == key)
 
 
-def _stamp(run_dir: Path, step: str, key: str, state: str) -> None:
-    """Record that `step`'s outputs in `run_dir` are `key`'s, once it has run (not on a cache hit,
-    which wrote nothing)."""
+def _stamp(marker: Path, key: str, state: str) -> None:
+    """Record that the step's outputs on disk are `key`'s, once it has run (not on a cache hit, which
+    wrote nothing)."""
     if state == "Completed":
-        marker = run_dir / STEP_KEY_FILE.format(step=step)
+        marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(key, encoding="utf-8")
         tmp.replace(marker)
@@ -216,19 +219,27 @@ def retrain_flow(
         log.info("%s: %s in %.1f s", name, state.name, seconds[name])
         return state.result()
 
+    def marker(folder: Path, name: str) -> Path:
+        return folder / STEP_KEY_FILE.format(step=name)
+
+    data_keys = paths.runs / DATA_KEYS_DIR
     options = dict(options or {})
-    step = _refresh(ingest_step, (data_dir / "manifest.json").is_file(), refresh)
     key = key_of("ingest", root=root_id, dataset=dataset, options=options, max_bad_share=MAX_BAD_SHARE)
+    done = marker(data_keys, f"{dataset}.ingest")
+    step = _refresh(ingest_step, _outputs_are(data_dir / "manifest.json", done, key), refresh)
     out["ingest"] = timed("ingest", step, key, dataset, options, paths.root, MAX_BAD_SHARE)
+    _stamp(done, key, states["ingest"])
 
     contract = file_digest(*(data_dir / f for f in CONTRACT_FILES))
     synth = SynthesisConfig().model_dump(mode="json")
     writer_options = dict(writer_options or {})
-    step = _refresh(synthesize_step, (data_dir / USERQA_FILE).is_file(), refresh)
     key = key_of(
         "synthesize", root=root_id, contract=contract, writer=writer, options=writer_options, config=synth
     )
+    done = marker(data_keys, f"{dataset}.synthesize")
+    step = _refresh(synthesize_step, _outputs_are(data_dir / USERQA_FILE, done, key), refresh)
     out["synthesize"] = timed("synthesize", step, key, data_dir, writer, writer_options, synth)
+    _stamp(done, key, states["synthesize"])
     out["data_version"] = timed("version", version_step, paths.root)
 
     userqa = file_digest(data_dir / USERQA_FILE)
@@ -250,9 +261,10 @@ def retrain_flow(
     key = key_of(
         "merge", root=root_id, train=train_key, result=file_digest(run_dir / RESULT_FILE), merge=merge
     )
-    step = _refresh(merge_step, _outputs_are(run_dir / SELECTION_FILE, run_dir, "merge", key), refresh)
+    done = marker(run_dir, "merge")
+    step = _refresh(merge_step, _outputs_are(run_dir / SELECTION_FILE, done, key), refresh)
     out["selection"] = timed("merge", step, key, run_dir, data_dir, merge)
-    _stamp(run_dir, "merge", key, states["merge"])
+    _stamp(done, key, states["merge"])
     winner = Path(out["selection"]["folders"][out["selection"]["winner"]])
     weights = folder_digest(winner, WEIGHTS_FILE)  # not the tuned instructions evaluation adds
 
@@ -268,11 +280,11 @@ def retrain_flow(
         gates=gates,
         settings=resolved_evaluation,
     )
-    present = _outputs_are(eval_dir / "report.json", run_dir, "evaluate", key)
-    step = _refresh(evaluate_step, present, refresh)
+    done = marker(run_dir, "evaluate")
+    step = _refresh(evaluate_step, _outputs_are(eval_dir / "report.json", done, key), refresh)
     args = (winner, data_dir, run_dir, paths.root, champion, out["train"].get("run_id"), evaluation)
     out["evaluation"] = timed("evaluate", step, key, *args)
-    _stamp(run_dir, "evaluate", key, states["evaluate"])
+    _stamp(done, key, states["evaluate"])
     gate = out["evaluation"]["gate"]
     if not gate["passed"]:
         reasons = "\n- ".join(gate["reasons"])

@@ -103,3 +103,16 @@ def test_runs_that_share_a_training_do_not_answer_from_each_others_overwritten_o
 
     settled = run(project, register_model=False, overrides_extra=merged)  # the folder is its own again
     assert {settled["states"][s] for s in ("train", "merge", "evaluate")} == {"Cached"}
+
+
+def test_a_step_key_file_trusts_outputs_only_when_it_names_the_key(tmp_path):
+    from flows.retrain import _outputs_are, _stamp
+
+    output, marker = tmp_path / "manifest.json", tmp_path / "keys" / ".ingest.key"
+    assert not _outputs_are(output, marker, "k1")  # no outputs
+    output.write_text("{}")
+    assert _outputs_are(output, marker, "k1")  # outputs from before key files: trusted
+    _stamp(marker, "k1", "Cached")  # a cache hit wrote nothing, so it vouches for nothing
+    assert not marker.exists()
+    _stamp(marker, "k2", "Completed")  # another run (other reader options) wrote over them
+    assert _outputs_are(output, marker, "k2") and not _outputs_are(output, marker, "k1")
