@@ -24,7 +24,8 @@ evaluation per variant, so roughly 4.5 hours for all eleven; a cached variant ta
 Output: two tables (Table 3 and Table 4 analogues: mean AUC over the tasks per embedding variant,
 their mean, and the difference to `full`) and `benchmarks/results/ablations_<dataset>_<profile>.json`
 with the machine, the command, and per variant its overrides, run folder, winner, step states and
-seconds, wall time and per-task AUC/KS.
+seconds, wall time and per-task AUC/KS; beside it a PNG of the mean AUCs against `full` and the best
+baseline (`--plot-only` redraws it from the JSON).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import machine, portable
+from common import machine, portable, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDINGS = ("universal", "manual", "tuned")
@@ -245,6 +246,41 @@ def table(rows: list[dict], which: int) -> str:
     return "\n".join(out)
 
 
+def plot(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Horizontal bars: each finished variant's mean AUC per embedding, `full`'s mean and the best
+    baseline's as vertical lines (the gate's bar), chance at 0.5. None when no row has numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if not r.get("error") and r.get("mean_auc")]
+    if not done:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(done) + 1.6))
+    height = 0.8 / len(EMBEDDINGS)
+    for j, emb in enumerate(EMBEDDINGS):
+        ys = [i + (j - 1) * height for i in range(len(done))]
+        xs = [r["mean_auc"].get(emb) or float("nan") for r in done]
+        ax.barh(ys, xs, height=height, label=emb)
+    full = next((r for r in done if r["variant"] == FULL), None)
+    if full and full["mean_auc"].get("mean") is not None:
+        ax.axvline(full["mean_auc"]["mean"], color="black", lw=1, ls="--", label="full (mean)")
+    baselines = [r["best_baseline_mean_auc"] for r in done if r.get("best_baseline_mean_auc")]
+    if baselines:
+        name = next(r["best_baseline"] for r in done if r.get("best_baseline_mean_auc"))
+        ax.axvline(max(baselines), color="tab:red", lw=1, label=f"best baseline ({name})")
+    ax.set_yticks(range(len(done)), [f"{r['variant']} (T{r['table'] or '3+4'})" for r in done])
+    ax.invert_yaxis()
+    lo = min(0.5, *(x for r in done for x in r["mean_auc"].values() if x is not None)) - 0.02
+    ax.set_xlim(lo, max(0.75, *baselines) if baselines else 0.75)
+    ax.axvline(0.5, color="grey", lw=0.8)
+    ax.set_xlabel("mean AUC over the probe tasks")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return save_figure(fig, path)
+
+
 # -- the study -------------------------------------------------------------------------------------
 def default_out(dataset: str, profile: str) -> Path:
     return ROOT / "benchmarks" / "results" / f"ablations_{dataset}_{Path(profile).stem}.json"
@@ -324,6 +360,7 @@ def run_study(
         payload["rows"] = sorted(kept.values(), key=lambda r: order.index(r["variant"]))
         payload["wall_s"] = round(time.perf_counter() - study_t0, 1)
         _write(out, payload)
+        plot(payload["rows"], out.with_suffix(".png"), f"ablations: {dataset}, {profile} profile")
         print(line(row, kept.get(FULL)), flush=True)
     for which in (3, 4):
         if any(r["table"] == which for r in payload["rows"]):
@@ -345,7 +382,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip variants finished in the JSON (a study over sessions)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="print the variants and their overrides, run nothing")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
+    p.add_argument("--plot-only", action="store_true",
+                   help="redraw the PNG and print the tables from the JSON, run nothing")  # fmt: skip
     args = p.parse_args(argv)
+    if args.plot_only:
+        out = args.out or default_out(args.dataset, args.profile)
+        if not out.is_file():
+            p.error(f"{out} does not exist: run the study first")
+        rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+        for which in (3, 4):
+            print("\n" + table(rows, which))
+        drawn = plot(rows, out.with_suffix(".png"), f"ablations: {args.dataset}, {args.profile} profile")
+        print(f"\nplot: {drawn}" if drawn else "\nno finished row to plot")
+        return 0
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     try:
         variants = select(args.table, only)

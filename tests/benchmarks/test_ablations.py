@@ -147,8 +147,29 @@ def test_keep_finished_runs_only_what_the_json_lacks(ablations, tmp_path, monkey
         "no_ntp": None,
         "no_tabular": None,
     }
+    assert out.with_suffix(".png").stat().st_size > 0  # the plot follows the JSON
     ran.clear()
     ablations.run_study(variants, "movielens-100k", "quick", extra, out, keep_finished=True)
     assert ran == []  # everything is finished now
     ablations.run_study(variants, "movielens-100k", "quick", extra, out)
     assert ran == ["full", "no_ntp", "no_tabular"]  # without the flag every variant runs
+
+
+@pytest.mark.unit
+def test_plot_only_redraws_from_the_json_and_runs_nothing(ablations, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ablations.json"
+    means = {"universal": 0.61, "manual": 0.6, "tuned": 0.59, "mean": 0.6}
+    rows = [
+        {"variant": "full", "table": None, "paper_row": "full model", "mean_auc": means,
+         "best_baseline": "sentence_encoder", "best_baseline_mean_auc": 0.69},
+        {"variant": "no_ntp", "table": 3, "paper_row": "w/o next-token loss", "error": "killed"},
+    ]  # fmt: skip
+    out.write_text(json.dumps({"rows": rows}))
+    monkeypatch.setattr(ablations, "run_variant", lambda *a, **k: pytest.fail("--plot-only ran a variant"))
+    assert ablations.main(["--plot-only", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| full | full model | 0.610 | 0.600 | 0.590 | 0.600 |" in printed
+    assert "| no_ntp | w/o next-token loss | failed: killed |" in printed
+    assert out.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        ablations.main(["--plot-only", "--out", str(tmp_path / "missing.json")])
