@@ -18,8 +18,10 @@ rewritten after every variant, so a killed study keeps its finished rows; rows o
 the same `--set` are kept too. `no_merge` shares `full`'s training run (merging does not change
 training), so it costs a merge-and-select and an evaluation only.
 
-Cost, quick profile on the 2-core CPU: about 16 min training + ~5 min merge and selection + ~7 min
-evaluation per variant, so roughly 4.5 hours for all eleven; a cached variant takes seconds.
+Cost, quick profile on the 2-core CPU (fp32 host of 2026-12-01): training 14-25 min, merge and
+selection 4-6 min, evaluation 6-8 min per variant (more when other jobs share the cores), so about
+6-7 hours for all eleven; a cached variant takes seconds, one that shares `full`'s training (no_merge)
+a merge and an evaluation.
 
 Output: two tables (Table 3 and Table 4 analogues: mean AUC over the tasks per embedding variant,
 their mean, and the difference to `full`) and `benchmarks/results/ablations_<dataset>_<profile>.json`
