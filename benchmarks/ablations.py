@@ -248,7 +248,7 @@ def table(rows: list[dict], which: int) -> str:
     return "\n".join(out)
 
 
-def plot(rows: list[dict], path: Path, title: str) -> Path | None:
+def plot(rows: list[dict], path: Path, dataset: str, profile: str) -> Path | None:
     """Horizontal bars: each finished variant's mean AUC per embedding, `full`'s mean and the best
     baseline's as vertical lines (the gate's bar), chance at 0.5. None when no row has numbers."""
     import matplotlib
@@ -268,17 +268,18 @@ def plot(rows: list[dict], path: Path, title: str) -> Path | None:
     full = next((r for r in done if r["variant"] == FULL), None)
     if full and full["mean_auc"].get("mean") is not None:
         ax.axvline(full["mean_auc"]["mean"], color="black", lw=1, ls="--", label="full (mean)")
-    baselines = [r["best_baseline_mean_auc"] for r in done if r.get("best_baseline_mean_auc")]
+    best = max(done, key=lambda r: r.get("best_baseline_mean_auc") or 0.0)
+    baselines = [best["best_baseline_mean_auc"]] if best.get("best_baseline_mean_auc") else []
     if baselines:
-        name = next(r["best_baseline"] for r in done if r.get("best_baseline_mean_auc"))
-        ax.axvline(max(baselines), color="tab:red", lw=1, label=f"best baseline ({name})")
+        label = f"best baseline ({best['best_baseline']})"
+        ax.axvline(baselines[0], color="tab:red", lw=1, label=label)
     ax.set_yticks(range(len(done)), [f"{r['variant']} (T{r['table'] or '3+4'})" for r in done])
     ax.invert_yaxis()
     lo = min(0.5, *(x for r in done for x in r["mean_auc"].values() if x is not None)) - 0.02
     ax.set_xlim(lo, max(0.75, *baselines) if baselines else 0.75)
     ax.axvline(0.5, color="grey", lw=0.8)
     ax.set_xlabel("mean AUC over the probe tasks")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(f"ablations: {dataset}, {profile} profile", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return save_figure(fig, path)
 
@@ -362,7 +363,7 @@ def run_study(
         payload["rows"] = sorted(kept.values(), key=lambda r: order.index(r["variant"]))
         payload["wall_s"] = round(time.perf_counter() - study_t0, 1)
         _write(out, payload)
-        plot(payload["rows"], out.with_suffix(".png"), f"ablations: {dataset}, {profile} profile")
+        plot(payload["rows"], out.with_suffix(".png"), dataset, profile)
         print(line(row, kept.get(FULL)), flush=True)
     for which in (3, 4):
         if any(r["table"] == which for r in payload["rows"]):
@@ -394,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
         for which in (3, 4):
             print("\n" + table(rows, which))
-        drawn = plot(rows, out.with_suffix(".png"), f"ablations: {args.dataset}, {args.profile} profile")
+        drawn = plot(rows, out.with_suffix(".png"), args.dataset, args.profile)
         print(f"\nplot: {drawn}" if drawn else "\nno finished row to plot")
         return 0
     only = [n.strip() for n in args.only.split(",") if n.strip()]

@@ -29,8 +29,8 @@ EVALUATION_DIR = "evaluation"  # <run>/evaluation/: the winner's report, whichev
 # <folder>/.<step>.key: the cache key whose outputs lie on disk now. Runs that differ only in merge or
 # evaluation settings share the training's run folder, and runs with other reader options or another
 # UserQA writer share `data/<dataset>/`; each overwrites the other's files, so a cache hit must not
-# answer with the record of files that are gone. Data steps keep theirs in `runs/.keys/` (data/ is
-# versioned by DVC, and a key names the clone's path).
+# answer with the record of files that are gone. Data steps keep theirs in `runs/.keys/<dataset>/`
+# (data/ is versioned by DVC, and a key names the clone's path).
 STEP_KEY_FILE = ".{step}.key"
 DATA_KEYS_DIR = ".keys"
 MAX_BAD_SHARE = 0.05  # the ingestion default: more bad rows than this stops the flow
@@ -144,11 +144,6 @@ def register_step(cache_key: str, model_dir: Path, report: Path, data_dir: Path,
 
 
 # -- the flow --------------------------------------------------------------------------------------
-def _refresh(step, outputs_present: bool, force: bool):
-    """Run `step` again when its outputs are gone (or when forced), whatever the cache says."""
-    return step.with_options(refresh_cache=force or not outputs_present)
-
-
 def _outputs_are(output: Path, marker: Path, key: str) -> bool:
     """Whether `output` exists and is `key`'s: the step's key file `marker` names `key`, or is missing
     (outputs from before the key files: trusted, as they were)."""
@@ -158,11 +153,11 @@ def _outputs_are(output: Path, marker: Path, key: str) -> bool:
 def _stamp(marker: Path, key: str, state: str) -> None:
     """Record that the step's outputs on disk are `key`'s, once it has run (not on a cache hit, which
     wrote nothing)."""
+    from components.ingestion.atomic import write_bytes_atomic
+
     if state == "Completed":
         marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(key, encoding="utf-8")
-        tmp.replace(marker)
+        write_bytes_atomic(marker, key.encode("utf-8"))
 
 
 @flow(name="retrain")
@@ -219,16 +214,20 @@ def retrain_flow(
         log.info("%s: %s in %.1f s", name, state.name, seconds[name])
         return state.result()
 
-    def marker(folder: Path, name: str) -> Path:
-        return folder / STEP_KEY_FILE.format(step=name)
+    def keyed(name, step, key: str, output: Path, folder: Path, *args):
+        """A cached step, run again when forced, when `output` is gone, or when the step's key file in
+        `folder` names another key (another run wrote over its files); a run records its key there."""
+        marker = folder / STEP_KEY_FILE.format(step=name)
+        step = step.with_options(refresh_cache=refresh or not _outputs_are(output, marker, key))
+        result = timed(name, step, key, *args)
+        _stamp(marker, key, states[name])
+        return result
 
-    data_keys = paths.runs / DATA_KEYS_DIR
+    data_keys = paths.runs / DATA_KEYS_DIR / dataset
     options = dict(options or {})
     key = key_of("ingest", root=root_id, dataset=dataset, options=options, max_bad_share=MAX_BAD_SHARE)
-    done = marker(data_keys, f"{dataset}.ingest")
-    step = _refresh(ingest_step, _outputs_are(data_dir / "manifest.json", done, key), refresh)
-    out["ingest"] = timed("ingest", step, key, dataset, options, paths.root, MAX_BAD_SHARE)
-    _stamp(done, key, states["ingest"])
+    out["ingest"] = keyed("ingest", ingest_step, key, data_dir / "manifest.json", data_keys,
+                          dataset, options, paths.root, MAX_BAD_SHARE)  # fmt: skip
 
     contract = file_digest(*(data_dir / f for f in CONTRACT_FILES))
     synth = SynthesisConfig().model_dump(mode="json")
@@ -236,10 +235,8 @@ def retrain_flow(
     key = key_of(
         "synthesize", root=root_id, contract=contract, writer=writer, options=writer_options, config=synth
     )
-    done = marker(data_keys, f"{dataset}.synthesize")
-    step = _refresh(synthesize_step, _outputs_are(data_dir / USERQA_FILE, done, key), refresh)
-    out["synthesize"] = timed("synthesize", step, key, data_dir, writer, writer_options, synth)
-    _stamp(done, key, states["synthesize"])
+    out["synthesize"] = keyed("synthesize", synthesize_step, key, data_dir / USERQA_FILE, data_keys,
+                              data_dir, writer, writer_options, synth)  # fmt: skip
     out["data_version"] = timed("version", version_step, paths.root)
 
     userqa = file_digest(data_dir / USERQA_FILE)
@@ -251,20 +248,16 @@ def retrain_flow(
         config=config.model_dump(mode="json", exclude={"merge"}),
     )
     run_dir = paths.runs / f"{dataset}-{config.profile}-{train_key.split('-')[-1][:8]}"
-    step = _refresh(train_step, (run_dir / RESULT_FILE).is_file(), refresh)
     tracking = paths.root if track else None
-    out["train"] = timed(
-        "train", step, train_key, config.model_dump(mode="json"), data_dir, run_dir, tracking
-    )
+    out["train"] = keyed("train", train_step, train_key, run_dir / RESULT_FILE, run_dir,
+                         config.model_dump(mode="json"), data_dir, run_dir, tracking)  # fmt: skip
 
     merge = config.merge.model_dump(mode="json")
     key = key_of(
         "merge", root=root_id, train=train_key, result=file_digest(run_dir / RESULT_FILE), merge=merge
     )
-    done = marker(run_dir, "merge")
-    step = _refresh(merge_step, _outputs_are(run_dir / SELECTION_FILE, done, key), refresh)
-    out["selection"] = timed("merge", step, key, run_dir, data_dir, merge)
-    _stamp(done, key, states["merge"])
+    out["selection"] = keyed("merge", merge_step, key, run_dir / SELECTION_FILE, run_dir,
+                             run_dir, data_dir, merge)  # fmt: skip
     winner = Path(out["selection"]["folders"][out["selection"]["winner"]])
     weights = folder_digest(winner, WEIGHTS_FILE)  # not the tuned instructions evaluation adds
 
@@ -280,11 +273,8 @@ def retrain_flow(
         gates=gates,
         settings=resolved_evaluation,
     )
-    done = marker(run_dir, "evaluate")
-    step = _refresh(evaluate_step, _outputs_are(eval_dir / "report.json", done, key), refresh)
     args = (winner, data_dir, run_dir, paths.root, champion, out["train"].get("run_id"), evaluation)
-    out["evaluation"] = timed("evaluate", step, key, *args)
-    _stamp(done, key, states["evaluate"])
+    out["evaluation"] = keyed("evaluate", evaluate_step, key, eval_dir / "report.json", run_dir, *args)
     gate = out["evaluation"]["gate"]
     if not gate["passed"]:
         reasons = "\n- ".join(gate["reasons"])
