@@ -13,6 +13,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 ROOT_ENV = "INSTRUCTUE_ROOT"
+# Prefect waits 20 s for its ephemeral server by default. On a busy 2-core machine (CI running the
+# suite while another job trains) the server's start took longer and a plain `instructue ingest` died
+# with "Timed out while attempting to connect to ephemeral Prefect API server".
+SERVER_STARTUP_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+SERVER_STARTUP_SECONDS = 120
 
 
 def quiet_telemetry() -> None:
@@ -26,6 +31,11 @@ def quiet_telemetry() -> None:
         "TRANSFORMERS_OFFLINE": "1",
     }.items():
         os.environ.setdefault(key, value)
+
+
+def patient_server_start() -> None:
+    """Give Prefect's ephemeral server time to start on a loaded machine; a user's value is kept."""
+    os.environ.setdefault(SERVER_STARTUP_ENV, str(SERVER_STARTUP_SECONDS))
 
 
 def find_root(start: Path | None = None) -> Path:

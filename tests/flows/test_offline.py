@@ -34,3 +34,13 @@ def test_importing_the_flows_turns_analytics_off():
 def test_a_value_the_user_set_is_kept():
     env = {**{k: v for k, v in os.environ.items() if k not in SWITCHES}, "DO_NOT_TRACK": "yes"}
     assert environment_after_import(env)["DO_NOT_TRACK"] == "yes"
+
+
+def test_prefect_waits_longer_for_its_server_unless_the_user_said_otherwise():
+    code = ("import flows; from prefect.settings import get_current_settings; "
+            "print(get_current_settings().server.ephemeral.startup_timeout_seconds)")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    for extra, want in (({}, "120"), ({"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "7"}, "7")):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **extra}, capture_output=True,
+                             text=True, check=True, timeout=300)  # fmt: skip
+        assert out.stdout.strip().splitlines()[-1] == want
