@@ -25,9 +25,9 @@ a merge and an evaluation. `text_only` costs about 2.5 hours even at its 256-tok
 
 Output: two tables (Table 3 and Table 4 analogues: mean AUC over the tasks per embedding variant,
 their mean, and the difference to `full`) and `benchmarks/results/ablations_<dataset>_<profile>.json`
-with the machine, the command, and per variant its overrides, run folder, winner, step states and
-seconds, wall time and per-task AUC/KS; beside it a PNG of the mean AUCs against `full` and the best
-baseline (`--plot-only` redraws it from the JSON).
+with the command, the machine of the last call, and per variant the machine it ran on, its
+overrides, run folder, winner, step states and seconds, wall time and per-task AUC/KS; beside it a
+PNG of the mean AUCs against `full` and the best baseline (`--plot-only` redraws it from the JSON).
 """
 
 from __future__ import annotations
@@ -175,7 +175,8 @@ def run_variant(
     row: dict[str, Any] = {"variant": variant.name, "table": variant.table, "paper_row": variant.paper_row,
                            "extra": list(extra), "overrides": overrides,
                            "config": config_digest(profile, overrides, dataset, evaluation),
-                           "error": None}  # fmt: skip
+                           # per row: a study spans sessions, and their hosts differ (speed, not AUC)
+                           "machine": machine(), "error": None}  # fmt: skip
     t0 = time.perf_counter()
     try:
         out = retrain_flow(dataset=dataset, profile=profile, overrides=overrides, options=options,

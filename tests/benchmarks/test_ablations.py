@@ -94,6 +94,7 @@ def test_two_variants_then_a_second_call_reuses_them(prefect_server, project, ab
     assert list(rows) == ["full", "no_tabular"]
     for r in rows.values():
         assert r["error"] is None and r["states"]["train"] == "Completed"
+        assert r["machine"]["cpu_count"] and r["machine"]["cpu_model"]  # each row names its host
         assert r["mean_auc"]["tuned"] is None and 0 <= r["mean_auc"]["mean"] <= 1
         assert r["seconds"]["train"] > 0 and r["train_wall_s"] > 0
         assert r["tasks"] and all(set(by) == {"universal", "manual"} for by in r["tasks"].values())
