@@ -18,10 +18,13 @@ rewritten after every variant, so a killed study keeps its finished rows; rows o
 the same `--set` are kept too. `no_merge` shares `full`'s training run (merging does not change
 training), so it costs a merge-and-select and an evaluation only.
 
-Cost, quick profile on the 2-core CPU (fp32 host of 2026-12-01): training 14-25 min, merge and
+Cost, quick profile on the 2-core CPU (Intel Xeon host of 2026-12-01, fp32): training 14-25 min, merge and
 selection 4-6 min, evaluation 6-8 min per variant (more when other jobs share the cores), so about
 6-7 hours for all eleven; a cached variant takes seconds, one that shares `full`'s training (no_merge)
-a merge and an evaluation. `text_only` costs about 2.5 hours even at its 256-token budget (see VARIANTS).
+a merge and an evaluation. On an AMD EPYC host with AVX2 only (2026-12-02) each step took about 2x
+longer: training 30-33 min, merge 8-11, evaluation 15 (28 when the baselines are not cached).
+`text_only` costs about 2.5 hours on the Xeon even at its 256-token budget (see VARIANTS), about twice
+that on the AMD host: more than one session there, whose `runs/` may not survive it.
 
 Output: two tables (Table 3 and Table 4 analogues: mean AUC over the tasks per embedding variant,
 their mean, and the difference to `full`) and `benchmarks/results/ablations_<dataset>_<profile>.json`
