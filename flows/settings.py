@@ -13,29 +13,27 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 ROOT_ENV = "INSTRUCTUE_ROOT"
-# Prefect waits 20 s for its ephemeral server by default. On a busy 2-core machine (CI running the
-# suite while another job trains) the server's start took longer and a plain `instructue ingest` died
-# with "Timed out while attempting to connect to ephemeral Prefect API server".
+# Environment defaults for every process that imports `flows` (a user's value is always kept):
+# nothing may phone home (Prefect, Great Expectations, DVC and Hugging Face analytics and hub calls
+# off), and Prefect's ephemeral server gets 120 s to start instead of its 20: on a busy 2-core
+# machine (CI running the suite while another job trains) the start took longer and a plain
+# `instructue ingest` died with "Timed out while attempting to connect to ephemeral Prefect API server".
 SERVER_STARTUP_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-SERVER_STARTUP_SECONDS = 120
+ENVIRONMENT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    SERVER_STARTUP_ENV: "120",
+}
 
 
-def quiet_telemetry() -> None:
-    """Nothing here may phone home: Prefect, Great Expectations and DVC analytics off."""
-    for key, value in {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-        "DVC_NO_ANALYTICS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }.items():
+def apply_environment_defaults() -> None:
+    """Set `ENVIRONMENT_DEFAULTS` where the environment does not already say otherwise."""
+    for key, value in ENVIRONMENT_DEFAULTS.items():
         os.environ.setdefault(key, value)
-
-
-def patient_server_start() -> None:
-    """Give Prefect's ephemeral server time to start on a loaded machine; a user's value is kept."""
-    os.environ.setdefault(SERVER_STARTUP_ENV, str(SERVER_STARTUP_SECONDS))
 
 
 def find_root(start: Path | None = None) -> Path:
