@@ -19,11 +19,11 @@ def project(retrain_project):
     return retrain_project
 
 
-def run(project, evaluation=None, overrides_extra=(), **kw):
+def run(project, evaluation=None, overrides_extra=(), n_users=60, **kw):
     from flows.retrain import retrain_flow
 
     return retrain_flow(dataset="synthetic-multisource", profile="tiny", overrides=[*TINY, *overrides_extra],
-                        options={"n_users": 60, "seed": 0}, root=str(project),
+                        options={"n_users": n_users, "seed": 0}, root=str(project),
                         evaluation={**CHEAP_EVAL, **(evaluation or {})}, **kw)  # fmt: skip
 
 
@@ -103,6 +103,39 @@ def test_runs_that_share_a_training_do_not_answer_from_each_others_overwritten_o
 
     settled = run(project, register_model=False, overrides_extra=merged)  # the folder is its own again
     assert {settled["states"][s] for s in ("train", "merge", "evaluate")} == {"Cached"}
+
+
+def test_other_reader_options_overwrite_the_data_and_the_first_options_ingest_again(
+    prefect_server, project, monkeypatch
+):
+    """Runs with other reader options share `data/<dataset>/`. After one wrote over the first's data
+    (and then failed in training), a re-run of the first options must ingest and synthesize again, not
+    take the cache's word for files that are gone; its training, merge and evaluation are then the
+    first run's, from the cache."""
+    from prefect import task
+
+    import flows.retrain
+    from flows.caching import file_digest
+
+    users = project / "data" / "synthetic-multisource" / "users.parquet"
+    first = run(project, register_model=False)
+    first_users = file_digest(users)
+
+    @task(name="train")
+    def broken_train(*_args, **_kw):
+        raise RuntimeError("training crashed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(flows.retrain, "train_step", broken_train)
+        other = run(project, register_model=False, n_users=40, return_state=True)
+    assert other.is_failed()
+    assert file_digest(users) != first_users  # the 40 users' data is on disk now
+
+    again = run(project, register_model=False)
+    assert again["states"]["ingest"] == "Completed" and again["states"]["synthesize"] == "Completed"
+    assert file_digest(users) == first_users
+    assert {again["states"][s] for s in ("train", "merge", "evaluate")} == {"Cached"}
+    assert again["train"]["run_dir"] == first["train"]["run_dir"]
 
 
 def test_a_step_key_file_trusts_outputs_only_when_it_names_the_key(tmp_path):
