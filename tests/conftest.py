@@ -30,6 +30,19 @@ def pytest_configure(config):
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }.items():
         os.environ[key] = value
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")  # set in pytest-xdist's workers only
+    if workers:
+        share_the_cores(int(workers))
+
+
+def share_the_cores(workers: int) -> None:
+    """Each xdist worker (and the CLIs it starts) gets its share of the cores, so that two workers do
+    not run four busy-waiting OpenMP threads on two cores."""
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 TINY_CARD = {
