@@ -82,6 +82,12 @@ class Server:
                 try:
                     out = state.script(payload, n, self.headers)
                     time.sleep(out["delay"])
+                finally:
+                    # counted out before the reply goes: a client that has read it may send its next
+                    # request at once, and that handler must not find this one still counted
+                    with state.lock:
+                        state.in_flight -= 1
+                try:
                     self.send_response(out["status"])
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(out["body"])))
@@ -91,9 +97,6 @@ class Server:
                     self.wfile.write(out["body"])
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (timeout tests)
-                finally:
-                    with state.lock:
-                        state.in_flight -= 1
 
             def log_message(self, *args):
                 pass
