@@ -23,8 +23,9 @@ selection 4-6 min, evaluation 6-8 min per variant (more when other jobs share th
 6-7 hours for all eleven; a cached variant takes seconds, one that shares `full`'s training (no_merge)
 a merge and an evaluation. On an AMD EPYC host with AVX2 only (2026-12-02) each step took about 2x
 longer: training 30-33 min, merge 8-11, evaluation 15 (28 when the baselines are not cached).
-`text_only` costs about 2.5 hours on the Xeon even at its 256-token budget (see VARIANTS), about twice
-that on the AMD host: more than one session there, whose `runs/` may not survive it.
+`text_only` trains with activation checkpointing (it does not fit in 24 GiB without) at about 140 s a
+step on the AMD host: about 2.5 hours of training alone, 3.5-4 hours for the variant, more than a
+session there, whose `runs/` may not survive it (see VARIANTS).
 
 Output: two tables (Table 3 and Table 4 analogues: mean AUC over the tasks per embedding variant,
 their mean, and the difference to `full`) and `benchmarks/results/ablations_<dataset>_<profile>.json`
@@ -73,9 +74,16 @@ VARIANTS = (
     # (13 s), about 2.5 hours for the whole variant. A MovieLens rating is about 28 tokens as text, so
     # the block holds the ~9 most recent ratings where the encoders read 64: the row measures text
     # input under a budget this machine can train, which is the paper's point about text-only input.
+    # Training it keeps every layer's activations of ~350-token sequences for 16 + 8 examples: over
+    # the 24 GiB of this VM (2026-12-02, the AMD host: 23 GB resident and swapping before its first
+    # step ended). With activation checkpointing its peak RSS was 5.8 GB and a step took 136-138 s
+    # there after a first of 386 s (3 steps; the same gradients: tests/training/test_trainer.py).
     Variant(
-        "text_only", 3, "Text only (256 tokens)", ("model.input_mode=text_only", "model.max_text_tokens=256")
-    ),
+        "text_only",
+        3,
+        "Text only (256 tokens)",
+        ("model.input_mode=text_only", "model.max_text_tokens=256", "model.gradient_checkpointing=true"),
+    ),  # fmt: skip
     Variant("no_sequences", 3, "w/o sequences", ("model.inputs=tabular",)),
     Variant("no_tabular", 3, "w/o tabular", ("model.inputs=sequences",)),
     Variant("no_ntp", 3, "w/o next-token loss", ("no_ntp=true",)),

@@ -62,6 +62,11 @@ class ModelConfig(BaseModel):
     bf16: bool | None = Field(
         None, description="bf16 autocast; None: where bf16 measures faster (precision.py)"
     )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="training: keep each decoder layer's input only and recompute the layer in the "
+        "backward pass (one more forward pass of the backbone; the same gradients)",
+    )
 
     @model_serializer(mode="wrap")
     def _omit_default_inputs(self, handler):
@@ -72,4 +77,6 @@ class ModelConfig(BaseModel):
             data.pop("inputs", None)
         if self.adapter_init is AdapterInit.TORCH:  # the same for `adapter_init`
             data.pop("adapter_init", None)
+        if not self.gradient_checkpointing:  # and `gradient_checkpointing`
+            data.pop("gradient_checkpointing", None)
         return data

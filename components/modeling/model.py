@@ -139,6 +139,24 @@ class InstructUE(nn.Module):
             self.adapters[self.tabular_source] = SourceAdapter(config.tabular_dim, hidden, d)
         if matched:  # a loaded model's saved weights replace these right after
             self._match_token_statistics()
+        if config.gradient_checkpointing:
+            self._checkpoint_layers()
+
+    def _checkpoint_layers(self) -> None:
+        """Activation checkpointing of every decoder layer (in training mode, with gradients on).
+        The backward pass recomputes a layer after `routed(...)` has exited, and by then the trainer
+        may have run the other branch's pass: the recomputation must see the route its forward saw,
+        so each checkpoint keeps the route current at its forward and sets it again to recompute."""
+        kwargs = {"use_reentrant": False, "context_fn": self._route_contexts}
+        enable = getattr(self.backbone, "activation_checkpointing_enable", None)
+        if enable is not None:  # transformers >= 5.x's name; gradient_checkpointing_enable warns
+            enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def _route_contexts(self):
+        route = self.tmole.state.route if self.tmole is not None else None
+        return contextlib.nullcontext(), routed(self.tmole, route)
 
     def _match_token_statistics(self) -> None:
         """`SourceAdapter.match_token_statistics` for every adapter, on probe inputs shaped like

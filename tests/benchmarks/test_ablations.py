@@ -37,7 +37,8 @@ def test_every_variant_changes_what_its_row_says(ablations, profile):
     full = load_profile(profile)
     want = {
         "text_only": {"model": full.model.model_copy(update={"input_mode": InputMode.TEXT_ONLY,
-                                                             "max_text_tokens": 256})},
+                                                             "max_text_tokens": 256,
+                                                             "gradient_checkpointing": True})},
         "no_sequences": {"model": full.model.model_copy(update={"inputs": Inputs.TABULAR})},
         "no_tabular": {"model": full.model.model_copy(update={"inputs": Inputs.SEQUENCES})},
         "no_ntp": {"no_ntp": True},

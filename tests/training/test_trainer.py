@@ -349,3 +349,42 @@ def test_centre_scores_infonce_on_vectors_centred_per_task_or_per_batch(
         for x in (u, a):
             assert torch.allclose(x[rows].mean(0), torch.zeros(x.shape[1]), atol=1e-4)
         assert raw_u[rows].mean(0).norm() > 0.1 * raw_u[rows].norm(dim=1).mean()
+
+
+@pytest.mark.parametrize("adapter", ["tmole", "lora"])
+def test_gradient_checkpointing_gives_the_gradients_of_a_plain_pass(adapter, qa_data, model_cache):
+    """With TMoLE both branches run, each under its own route, before the one backward pass that
+    recomputes the checkpointed layers: the recomputation must see each pass's own route."""
+    from components.ingestion.contract import read_tables
+    from components.modeling.factory import build_model
+    from components.modeling.profile import build_profiles
+    from components.modeling.tmole import INSTRUCTION, UNIVERSAL
+    from components.training.data import load_examples
+    from components.training.objective import Objective, ObjectiveSettings
+
+    card, tables = read_tables(qa_data)
+    examples = load_examples(qa_data, max_records=12, seed=0)
+    ids = sorted({e.user_id for e in examples})
+    tasks = [task_name(e) for e in examples]
+
+    def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+        config = tiny(f"adapter={adapter}", f"model.gradient_checkpointing={str(checkpointing).lower()}")
+        torch.manual_seed(0)
+        model = build_model(card, tables.users, config.model, model_cache)
+        if adapter == "tmole":
+            registry = [UNIVERSAL, INSTRUCTION, *sorted(set(tasks) - {UNIVERSAL})]
+            model.add_tmole(config.tmole.model_copy(update={"tasks": registry}))
+        else:
+            model.add_lora(config.lora)
+        layers = [m for m in model.backbone.modules() if hasattr(m, "gradient_checkpointing")]
+        assert any(m.gradient_checkpointing for m in layers) is checkpointing
+        profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+        settings = ObjectiveSettings(n_embedding=8, n_generative=4, margin=None)
+        objective = Objective(model, settings, profiles, tables.users).train()
+        torch.manual_seed(1)  # the same dropout masks in both runs
+        objective(examples[:8], examples[:4], tasks[:8], tasks[:4]).terms.total.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys() and len(plain) > 10
+    assert max_diff(plain, checkpointed) < 1e-5
