@@ -23,8 +23,8 @@ selection 4-6 min, evaluation 6-8 min per variant (more when other jobs share th
 6-7 hours for all eleven; a cached variant takes seconds, one that shares `full`'s training (no_merge)
 a merge and an evaluation. On an AMD EPYC host with AVX2 only (2026-12-02) each step took about 2x
 longer: training 30-33 min, merge 8-11, evaluation 15 (28 when the baselines are not cached).
-`text_only` trains with activation checkpointing (it does not fit in 24 GiB without) at about 140 s a
-step on the AMD host: about 2.5 hours of training alone, 3.5-4 hours for the variant, more than a
+`text_only` trains with activation checkpointing (it does not fit in 24 GiB without) at about 137 s a
+step on the AMD host: about 2.3 hours of training alone, 3.5-4 hours for the variant, more than a
 session there, whose `runs/` may not survive it (see VARIANTS).
 
 Output: two tables (Table 3 and Table 4 analogues: mean AUC over the tasks per embedding variant,
@@ -74,10 +74,12 @@ VARIANTS = (
     # (13 s), about 2.5 hours for the whole variant. A MovieLens rating is about 28 tokens as text, so
     # the block holds the ~9 most recent ratings where the encoders read 64: the row measures text
     # input under a budget this machine can train, which is the paper's point about text-only input.
-    # Training it keeps every layer's activations of ~350-token sequences for 16 + 8 examples: over
-    # the 24 GiB of this VM (2026-12-02, the AMD host: 23 GB resident and swapping before its first
-    # step ended). With activation checkpointing its peak RSS was 5.8 GB and a step took 136-138 s
-    # there after a first of 386 s (3 steps; the same gradients: tests/training/test_trainer.py).
+    # Training it keeps every layer's activations of 16 + 8 sequences (up to 256 tokens of ratings as
+    # text, plus the tabular text, the instruction and the answer): over the 24 GiB of this VM
+    # (2026-12-02, the AMD host: 23 GB resident and swapping before its first step ended). With
+    # activation checkpointing its peak RSS was 5.8 GB and a step took 136-138 s there after a first
+    # of 386 s (3 steps; the same gradients: tests/training/test_trainer.py), so the variant takes
+    # 3.5-4 hours there, not the 2.5 the embedding timings suggested.
     Variant(
         "text_only",
         3,

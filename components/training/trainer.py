@@ -118,10 +118,9 @@ def train(
     from components.ingestion.contract import read_tables
     from components.modeling.factory import build_model, pick_device, save_model
     from components.modeling.profile import build_profiles
-    from components.modeling.tmole import INSTRUCTION, UNIVERSAL
     from components.training import checkpoint as ckpt
     from components.training.batches import ScheduledPlanner
-    from components.training.data import load_examples, task_name
+    from components.training.data import load_examples
     from components.training.objective import Objective, ObjectiveSettings, task_losses
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
@@ -136,12 +135,8 @@ def train(
     seed_everything(config.seed)  # the same initial weights on every process
     card, tables = read_tables(data_dir)
     examples = load_examples(data_dir, config.families, config.max_records, config.seed)
-    model = build_model(card, tables.users, config.model, cache_dir).to(accelerator.device)
-    if config.adapter is Adapter.TMOLE:
-        registry = [UNIVERSAL, INSTRUCTION, *sorted({task_name(e) for e in examples} - {UNIVERSAL})]
-        model.add_tmole(config.tmole.model_copy(update={"tasks": registry}))
-    else:
-        model.add_lora(config.lora)
+    model = add_adapter(build_model(card, tables.users, config.model, cache_dir).to(accelerator.device),
+                        config, examples)  # fmt: skip
     user_ids = sorted({e.user_id for e in examples})
     profiles = dict(
         zip(user_ids, build_profiles(card, tables, user_ids, config.model.max_events), strict=True)
@@ -277,6 +272,18 @@ def train(
                              "run_tokens_per_s": result.tokens_per_s, "run_wall_s": wall}, step)  # fmt: skip
         tracker.finish("FINISHED")
     return result
+
+
+def add_adapter(model, config: TrainConfig, examples):
+    """The trainable adapter `config.adapter` names: TMoLE with one task per UserQA family of
+    `examples` (plus the universal and free-instruction routes), or LoRA."""
+    from components.modeling.tmole import INSTRUCTION, UNIVERSAL
+    from components.training.data import task_name
+
+    if config.adapter is Adapter.TMOLE:
+        registry = [UNIVERSAL, INSTRUCTION, *sorted({task_name(e) for e in examples} - {UNIVERSAL})]
+        return model.add_tmole(config.tmole.model_copy(update={"tasks": registry}))
+    return model.add_lora(config.lora)
 
 
 def _planner(config: TrainConfig, examples):

@@ -358,9 +358,9 @@ def test_gradient_checkpointing_gives_the_gradients_of_a_plain_pass(adapter, qa_
     from components.ingestion.contract import read_tables
     from components.modeling.factory import build_model
     from components.modeling.profile import build_profiles
-    from components.modeling.tmole import INSTRUCTION, UNIVERSAL
     from components.training.data import load_examples
     from components.training.objective import Objective, ObjectiveSettings
+    from components.training.trainer import add_adapter
 
     card, tables = read_tables(qa_data)
     examples = load_examples(qa_data, max_records=12, seed=0)
@@ -370,12 +370,7 @@ def test_gradient_checkpointing_gives_the_gradients_of_a_plain_pass(adapter, qa_
     def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
         config = tiny(f"adapter={adapter}", f"model.gradient_checkpointing={str(checkpointing).lower()}")
         torch.manual_seed(0)
-        model = build_model(card, tables.users, config.model, model_cache)
-        if adapter == "tmole":
-            registry = [UNIVERSAL, INSTRUCTION, *sorted(set(tasks) - {UNIVERSAL})]
-            model.add_tmole(config.tmole.model_copy(update={"tasks": registry}))
-        else:
-            model.add_lora(config.lora)
+        model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
         layers = [m for m in model.backbone.modules() if hasattr(m, "gradient_checkpointing")]
         assert any(m.gradient_checkpointing for m in layers) is checkpointing
         profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
