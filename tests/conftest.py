@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -129,6 +130,34 @@ def tiny_tables(tiny_card) -> ContractTables:
 
 def as_raw(card: DatasetCard, *chunks: ContractTables) -> RawDataset:
     return RawDataset(card=card, chunks=iter(chunks), n_users_hint=None)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """Terminate a server a test started; kill it if it ignores the signal for `grace_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace_s)
+
+
+# What one bad user row takes with it in the tiny tables: its events, labels and cut-off (they would
+# be orphans).
+CASCADE = {"users": 1, "events": EVENTS_PER_USER, "labels": 2, "cutoffs": 1}
+
+
+def cell(table: str, row: int, col: str, value, as_object: bool = False):
+    """A mutation of `ContractTables`: one cell set to `value`; `as_object` first casts the column to
+    object, so that a value of the wrong type (text in a number column) goes in unconverted."""
+
+    def mutate(t):
+        frame = getattr(t, table)
+        if as_object:
+            frame[col] = frame[col].astype(object)
+        frame.loc[row, col] = value
+
+    return mutate
 
 
 # -- tiny randomly initialised models: a 2-layer Llama backbone and a 2-layer BERT encoder, saved as

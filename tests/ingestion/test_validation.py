@@ -15,22 +15,9 @@ from components.ingestion import ContractError, TooManyBadRows, ingest, read_tab
 from components.ingestion.card import CardError, DatasetCard
 from components.ingestion.contract import Table
 from components.ingestion.parquet_folder import ParquetOptions, read_parquet_folder
-from tests.conftest import EVENTS_PER_USER, TINY_CARD, as_raw, make_tables
+from tests.conftest import CASCADE, EVENTS_PER_USER, TINY_CARD, as_raw, cell, make_tables
 
 pytestmark = pytest.mark.unit
-
-# A user whose own row is bad takes its events, labels and cut-off with it (they would be orphans).
-CASCADE = {"users": 1, "events": EVENTS_PER_USER, "labels": 2, "cutoffs": 1}
-
-
-def _set(table: str, row: int, col: str, value, as_object: bool = False):
-    def mutate(t):
-        frame = getattr(t, table)
-        if as_object:
-            frame[col] = frame[col].astype(object)
-        frame.loc[row, col] = value
-
-    return mutate
 
 
 def _drop(table: str, row: int):
@@ -51,39 +38,41 @@ class Case:
 
 FUTURE = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=30)
 CASES = [
-    Case("null_user_id", _set("users", 2, "user_id", None, True), CASCADE, "user_id is missing", "users"),
-    Case("duplicate_user_id", _set("users", 3, "user_id", 2),
+    Case("null_user_id", cell("users", 2, "user_id", None, True), CASCADE, "user_id is missing", "users"),
+    Case("duplicate_user_id", cell("users", 3, "user_id", 2),
          {"users": 2, "events": 12, "labels": 4, "cutoffs": 2}, "appears more than once", "users"),
-    Case("non_integer_user_id", _set("users", 2, "user_id", "u3", True), CASCADE, "not an integer", "users"),
-    Case("unparseable_ts", _set("events", 4, "ts", "not a date", True), {"events": 1}, "parseable", "events"),
-    Case("future_ts", _set("events", 4, "ts", FUTURE), {"events": 1}, "in the future", "events"),
-    Case("too_old_ts", _set("events", 4, "ts", pd.Timestamp("1999-01-01", tz="UTC")), {"events": 1},
+    Case("non_integer_user_id", cell("users", 2, "user_id", "u3", True), CASCADE, "not an integer", "users"),
+    Case("unparseable_ts", cell("events", 4, "ts", "not a date", True), {"events": 1}, "parseable", "events"),
+    Case("future_ts", cell("events", 4, "ts", FUTURE), {"events": 1}, "in the future", "events"),
+    Case("too_old_ts", cell("events", 4, "ts", pd.Timestamp("1999-01-01", tz="UTC")), {"events": 1},
          "too old", "events"),
-    Case("unknown_source", _set("events", 4, "source", "tiktok"), {"events": 1}, "not a sequence source",
+    Case("unknown_source", cell("events", 4, "source", "tiktok"), {"events": 1}, "not a sequence source",
          "events"),
-    Case("tabular_as_event_source", _set("events", 4, "source", "tabular"), {"events": 1},
+    Case("tabular_as_event_source", cell("events", 4, "source", "tabular"), {"events": 1},
          "not a sequence source", "events"),
-    Case("empty_text", _set("events", 4, "text", ""), {"events": 1}, "text is empty", "events"),
-    Case("oversized_text", _set("events", 4, "text", "x" * 201), {"events": 1}, "longer than 200", "events"),
-    Case("missing_text", _set("events", 4, "text", None), {"events": 1}, "text is missing", "events"),
-    Case("non_utf8_text", _set("events", 4, "text", b"\xff\xfe bad", True), {"events": 1}, "UTF-8", "events"),
-    Case("wrong_tabular_type", _set("users", 2, "age_days", "abc", True), CASCADE, "not a number", "users"),
-    Case("infinite_number", _set("users", 2, "age_days", np.inf), CASCADE, "infinite", "users"),
-    Case("nan_number", _set("users", 2, "age_days", np.nan), CASCADE, "age_days is missing", "users"),
-    Case("out_of_range_number", _set("users", 2, "age_days", -5.0), CASCADE, "outside its range", "users"),
-    Case("unknown_category", _set("users", 2, "tier", "z"), CASCADE, "not one of its categories", "users"),
-    Case("unknown_split", _set("users", 2, "split", "test"), CASCADE, "split must be one of", "users"),
-    Case("probe_user_in_train_split", _set("users", 4, "split", "train"), CASCADE, "probe user", "users"),
-    Case("label_not_binary", _set("labels", 3, "label", 2), {"labels": 1}, "label must be 0 or 1", "labels"),
-    Case("label_not_number", _set("labels", 3, "label", "yes", True), {"labels": 1}, "not a number", "labels"),
-    Case("unknown_task", _set("labels", 3, "task", "nope"), {"labels": 1}, "not a task of the card", "labels"),
-    Case("duplicate_label", _set("labels", 1, "task", "likes_x"), {"labels": 2}, "more than one label",
+    Case("empty_text", cell("events", 4, "text", ""), {"events": 1}, "text is empty", "events"),
+    Case("oversized_text", cell("events", 4, "text", "x" * 201), {"events": 1}, "longer than 200", "events"),
+    Case("missing_text", cell("events", 4, "text", None), {"events": 1}, "text is missing", "events"),
+    Case("non_utf8_text", cell("events", 4, "text", b"\xff\xfe bad", True), {"events": 1}, "UTF-8", "events"),
+    Case("wrong_tabular_type", cell("users", 2, "age_days", "abc", True), CASCADE, "not a number", "users"),
+    Case("infinite_number", cell("users", 2, "age_days", np.inf), CASCADE, "infinite", "users"),
+    Case("nan_number", cell("users", 2, "age_days", np.nan), CASCADE, "age_days is missing", "users"),
+    Case("out_of_range_number", cell("users", 2, "age_days", -5.0), CASCADE, "outside its range", "users"),
+    Case("unknown_category", cell("users", 2, "tier", "z"), CASCADE, "not one of its categories", "users"),
+    Case("unknown_split", cell("users", 2, "split", "test"), CASCADE, "split must be one of", "users"),
+    Case("probe_user_in_train_split", cell("users", 4, "split", "train"), CASCADE, "probe user", "users"),
+    Case("label_not_binary", cell("labels", 3, "label", 2), {"labels": 1}, "label must be 0 or 1", "labels"),
+    Case("label_not_number", cell("labels", 3, "label", "yes", True), {"labels": 1}, "not a number",
          "labels"),
-    Case("orphan_event", _set("events", 4, "user_id", 999), {"events": 1}, "not in users", "events"),
-    Case("orphan_label", _set("labels", 3, "user_id", 999), {"labels": 1}, "not in users", "labels"),
+    Case("unknown_task", cell("labels", 3, "task", "nope"), {"labels": 1}, "not a task of the card",
+         "labels"),
+    Case("duplicate_label", cell("labels", 1, "task", "likes_x"), {"labels": 2}, "more than one label",
+         "labels"),
+    Case("orphan_event", cell("events", 4, "user_id", 999), {"events": 1}, "not in users", "events"),
+    Case("orphan_label", cell("labels", 3, "user_id", 999), {"labels": 1}, "not in users", "labels"),
     Case("user_without_cutoff", _drop("cutoffs", 6),
          {"users": 1, "events": EVENTS_PER_USER, "labels": 2}, "no valid cut-off", "users"),
-    Case("bad_cutoff_time", _set("cutoffs", 6, "as_of", "yesterday-ish", True), CASCADE, "as_of", "cutoffs"),
+    Case("bad_cutoff_time", cell("cutoffs", 6, "as_of", "yesterday-ish", True), CASCADE, "as_of", "cutoffs"),
 ]  # fmt: skip
 
 
@@ -113,12 +102,12 @@ def test_all_defects_together_lose_no_valid_row(tiny_card, tmp_path):
     """Several defects in one larger dataset: each hits its own user, so the counts add up."""
     tables = make_tables(tiny_card, n_users=200)
     n = {t.value: len(f) for t, f in tables.items()}
-    _set("users", 2, "age_days", "abc", True)(tables)  # user 3: cascade
-    _set("users", 4, "split", "train")(tables)  # user 5 is a probe user: cascade
-    _set("events", 100, "source", "tiktok")(tables)
-    _set("events", 101, "text", "")(tables)
-    _set("events", 102, "user_id", 9999)(tables)
-    _set("labels", 50, "label", 7)(tables)
+    cell("users", 2, "age_days", "abc", True)(tables)  # user 3: cascade
+    cell("users", 4, "split", "train")(tables)  # user 5 is a probe user: cascade
+    cell("events", 100, "source", "tiktok")(tables)
+    cell("events", 101, "text", "")(tables)
+    cell("events", 102, "user_id", 9999)(tables)
+    cell("labels", 50, "label", 7)(tables)
     summary = ingest(as_raw(tiny_card, tables), tmp_path / "data", tmp_path / "q", max_bad_share=1.0)
     bad = {"users": 2, "events": 2 * EVENTS_PER_USER + 3, "labels": 2 * 2 + 1, "cutoffs": 2}
     assert summary.rows_quarantined == bad

@@ -18,6 +18,7 @@ from components.registry.promote import promote
 from components.registry.records import records_from_tables
 from components.registry.serve import serve_command
 from components.registry.served import ServedEmbedder
+from tests.conftest import stop_process
 from tests.registry.conftest import MODEL_NAME
 
 pytestmark = pytest.mark.integration
@@ -70,12 +71,7 @@ def test_scoring_server_returns_champion_embeddings(client, registered, settings
             urllib.request.urlopen(bad, timeout=60)
         assert refused.value.code in (400, 422)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop_process(proc)
         log.close()
     assert predictions.shape == (2, 32)
     np.testing.assert_allclose(np.linalg.norm(predictions, axis=1), 1.0, atol=1e-4)

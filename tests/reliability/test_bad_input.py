@@ -23,21 +23,9 @@ from components.ingestion.contract import Table
 from components.ingestion.parquet_folder import ParquetOptions, read_parquet_folder
 from components.training.config import ConfigError, load_profile
 from flows.cli import app
-from tests.conftest import EVENTS_PER_USER, TINY_CARD, as_raw, make_tables
+from tests.conftest import CASCADE, TINY_CARD, as_raw, cell, make_tables
 
 pytestmark = pytest.mark.unit
-
-CASCADE = {"users": 1, "events": EVENTS_PER_USER, "labels": 2, "cutoffs": 1}
-
-
-def _set(table: str, row: int, col: str, value, as_object: bool = True):
-    def mutate(t):
-        frame = getattr(t, table)
-        if as_object:
-            frame[col] = frame[col].astype(object)
-        frame.loc[row, col] = value
-
-    return mutate
 
 
 # -- 1. row-level defects: quarantined with a reason, every valid row kept ------------------------
@@ -51,21 +39,25 @@ class RowCase:
 
 
 ROW_CASES = [
-    RowCase("nan_label", _set("labels", 3, "label", np.nan), {"labels": 1}, "label is missing", "labels"),
-    RowCase("infinite_label", _set("labels", 3, "label", np.inf), {"labels": 1}, "label must be 0 or 1",
+    RowCase("nan_label", cell("labels", 3, "label", np.nan, True), {"labels": 1}, "label is missing",
             "labels"),
-    RowCase("missing_task", _set("labels", 3, "task", None), {"labels": 1}, "task is missing", "labels"),
-    RowCase("missing_source", _set("events", 4, "source", None), {"events": 1}, "source is missing", "events"),
-    RowCase("surrogate_text", _set("events", 4, "text", "caf\udce9"), {"events": 1}, "UTF-8", "events"),
-    RowCase("text_of_wrong_type", _set("events", 4, "text", 42), {"events": 1}, "not valid UTF-8 text",
+    RowCase("infinite_label", cell("labels", 3, "label", np.inf, True), {"labels": 1}, "label must be 0 or 1",
+            "labels"),
+    RowCase("missing_task", cell("labels", 3, "task", None, True), {"labels": 1}, "task is missing",
+            "labels"),
+    RowCase("missing_source", cell("events", 4, "source", None, True), {"events": 1}, "source is missing",
             "events"),
-    RowCase("missing_ts", _set("events", 4, "ts", pd.NaT, as_object=False), {"events": 1}, "ts is missing",
+    RowCase("surrogate_text", cell("events", 4, "text", "caf\udce9", True), {"events": 1}, "UTF-8", "events"),
+    RowCase("text_of_wrong_type", cell("events", 4, "text", 42, True), {"events": 1}, "not valid UTF-8 text",
             "events"),
-    RowCase("minus_infinite_number", _set("users", 2, "age_days", -np.inf, as_object=False), CASCADE,
-            "infinite", "users"),
-    RowCase("category_of_wrong_type", _set("users", 2, "tier", 7), CASCADE, "tier is not text", "users"),
-    RowCase("fractional_user_id", _set("users", 2, "user_id", 3.5), CASCADE, "not an integer", "users"),
-    RowCase("nan_n_profile", _set("cutoffs", 6, "n_profile", np.nan), CASCADE, "no valid cut-off", "users"),
+    RowCase("missing_ts", cell("events", 4, "ts", pd.NaT), {"events": 1}, "ts is missing", "events"),
+    RowCase("minus_infinite_number", cell("users", 2, "age_days", -np.inf), CASCADE, "infinite", "users"),
+    RowCase("category_of_wrong_type", cell("users", 2, "tier", 7, True), CASCADE, "tier is not text",
+            "users"),
+    RowCase("fractional_user_id", cell("users", 2, "user_id", 3.5, True), CASCADE, "not an integer",
+            "users"),
+    RowCase("nan_n_profile", cell("cutoffs", 6, "n_profile", np.nan, True), CASCADE, "no valid cut-off",
+            "users"),
 ]  # fmt: skip
 
 

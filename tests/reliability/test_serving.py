@@ -26,6 +26,7 @@ from components.registry.records import records_from_tables
 from components.registry.serve import serve_command
 from components.registry.served import ServedEmbedder
 from components.registry.settings import RegistrySettings
+from tests.conftest import stop_process
 from tests.registry.conftest import MODEL_NAME
 from tests.registry.test_serve import free_port, wait_ready
 
@@ -53,12 +54,7 @@ def server(template_store, tiny_root, tmp_path_factory):
             wait_ready(f"http://127.0.0.1:{port}/ping", proc)
             yield f"http://127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+            stop_process(proc)
 
 
 def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
