@@ -11,7 +11,6 @@ Baseline features are cached under `<root>/.cache/baselines/`.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +155,7 @@ def evaluate_flow(
     settings = build_settings(paths.root, dataset, overrides)
     model_dir, data_dir = Path(model), paths.data / dataset
     folder = Path(report_dir) if report_dir else default_report_dir(model_dir)
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def timed(stage: str, fn, *args):
-        t0 = time.perf_counter()
-        value = fn(*args)
-        seconds[stage] = round(time.perf_counter() - t0, 2)
-        return value
-
+    timed = ev.StageClock()
     inputs = timed("load", load_task, model_dir, data_dir, settings)
     tuning_users = choose_task(inputs, settings)
     tuned = timed("tune", tune_task, inputs, tuning_users, settings)
@@ -182,9 +173,8 @@ def evaluate_flow(
             logger.warning(
                 "S2Sched history from MLflow run %s unavailable (%s); using checkpoints", run_id, e
             )
-    seconds["evaluate_total"] = round(time.perf_counter() - start, 2)
     result = ev.assemble(
-        inputs, settings, tuning_users, tuned, reps, feats, scores, verdict, seconds, history
+        inputs, settings, tuning_users, tuned, reps, feats, scores, verdict, timed.total(), history
     )
     report = report_task(result, folder)
     if result.tuned:

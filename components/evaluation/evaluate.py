@@ -248,6 +248,26 @@ def gate(
 
 
 # -- the whole evaluation ----------------------------------------------------------------------------
+@dataclass
+class StageClock:
+    """The report's `seconds`: `clock(stage, fn, *args)` calls `fn` and books its wall time under
+    `stage`; `total()` adds `evaluate_total`, the time since the clock was made."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+
+    def __call__(self, stage: str, fn, *args):
+        t0 = time.perf_counter()
+        value = fn(*args)
+        self.seconds[stage] = round(time.perf_counter() - t0, 2)
+        log.info("%s: %.1f s", stage, self.seconds[stage])
+        return value
+
+    def total(self) -> dict[str, float]:
+        self.seconds["evaluate_total"] = round(time.perf_counter() - self.start, 2)
+        return self.seconds
+
+
 def evaluate_model(
     model_dir: Path,
     data_dir: Path,
@@ -270,16 +290,7 @@ def evaluate_model(
         s2sched_history: branch -> task -> [(step, ratio)] (say from MLflow); None reads the run's
             checkpoints next to the model folder.
     """
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def timed(stage: str, fn, *args):
-        t0 = time.perf_counter()
-        value = fn(*args)
-        seconds[stage] = round(time.perf_counter() - t0, 2)
-        log.info("%s: %.1f s", stage, seconds[stage])
-        return value
-
+    timed = StageClock()
     inputs = timed("load", load_inputs, model_dir, data_dir, settings, asset_cache)
     tuning_users = choose_tuning_users(inputs, settings)
     tuned = timed("tune", tune_instructions, inputs, tuning_users, settings)
@@ -292,8 +303,7 @@ def evaluate_model(
     representations = {**reps, **{name: {"*": f.matrix} for name, f in feats.items()}}
     scores = timed("probe", probe_all, inputs, representations, tuning_users, settings)
     verdict = timed("gate", gate, scores, list(feats), settings, champion)
-    seconds["evaluate_total"] = round(time.perf_counter() - start, 2)
-    return assemble(inputs, settings, tuning_users, tuned, reps, feats, scores, verdict, seconds,
+    return assemble(inputs, settings, tuning_users, tuned, reps, feats, scores, verdict, timed.total(),
                     s2sched_history)  # fmt: skip
 
 
