@@ -50,11 +50,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import PeakRss, machine, write_result
 from embed_throughput import timed
-from tmole_step import step_setup, step_variant
+from tmole_step import step_setup, step_variant, timed_step
 
 from components.ingestion import read_tables
 from components.modeling.assets import default_cache_dir
@@ -64,7 +63,6 @@ from components.modeling.encoders import CachedEncoder
 from components.modeling.factory import build_model, load_encoder, pick_device
 from components.modeling.precision import bf16_units
 from components.modeling.profile import build_profiles
-from components.training.batches import route_names
 from components.training.config import TrainConfig, load_profile
 from components.training.data import MissingUserQA, load_examples
 from components.training.trainer import train
@@ -178,18 +176,9 @@ def measure_steps(card, tables, examples, config: TrainConfig, repeats: int, cac
 
     def step(name: str) -> float:
         objective, opt, todo = variants[name]
-        batch = next(todo)
-        tasks = route_names(batch, config.generic_instruction_share, np.random.default_rng(1))
-        sync(objective.model.device)
-        t0 = time.perf_counter()
-        out = objective(batch[: config.n_embedding], batch[: config.n_generative],
-                        tasks[: config.n_embedding], tasks[: config.n_generative])  # fmt: skip
-        out.terms.total.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(objective.model.device)
-        tokens[name].append(out.tokens)
-        return time.perf_counter() - t0
+        seconds, n_tokens = timed_step(objective, opt, next(todo), config)
+        tokens[name].append(n_tokens)
+        return seconds
 
     times = alternate({k: (lambda k=k: step(k)) for k in variants}, repeats)
     bf16 = bool(variants["lora"][0].model.uses_bf16())

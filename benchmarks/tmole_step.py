@@ -65,6 +65,24 @@ def step_variant(name: str, card, tables, config, profiles, tmole, lora, cache_d
     return objective, torch.optim.AdamW(params, lr=1e-4), params
 
 
+def timed_step(objective, opt, batch, config) -> tuple[float, int]:
+    """One optimiser step on `batch`, tasks routed as the trainer routes them; returns its seconds
+    (a GPU synchronised before and after) and the tokens it read."""
+    tasks = route_names(batch, config.generic_instruction_share, np.random.default_rng(1))
+    device = objective.model.device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = objective(batch[: config.n_embedding], batch[: config.n_generative],
+                    tasks[: config.n_embedding], tasks[: config.n_generative])  # fmt: skip
+    out.terms.total.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, out.tokens
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="movielens-100k")
@@ -85,14 +103,7 @@ def main() -> None:
 
     def step(name: str, batch) -> float:
         objective, opt, _ = variants[name]
-        tasks = route_names(batch, config.generic_instruction_share, np.random.default_rng(1))
-        t0 = time.perf_counter()
-        out = objective(batch[: config.n_embedding], batch[: config.n_generative],
-                        tasks[: config.n_embedding], tasks[: config.n_generative])  # fmt: skip
-        out.terms.total.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
+        return timed_step(objective, opt, batch, config)[0]
 
     times: dict[str, list[float]] = {k: [] for k in variants}
     for name in variants:  # warm-up: first-call allocations, encoder cache
