@@ -24,6 +24,7 @@ from common import machine, write_result
 
 from components.ingestion import read_tables
 from components.modeling.factory import build_model
+from components.modeling.inputs import GROUP_OVERHEAD
 from components.modeling.lora import LoraSettings
 from components.modeling.profile import build_profiles
 from components.modeling.tmole import INSTRUCTION, UNIVERSAL
@@ -50,15 +51,18 @@ def step_setup(card, tables, examples, config, n_batches: int, rank: int | None 
     return batches, profiles, tmole, lora
 
 
-def step_variant(name: str, card, tables, config, profiles, tmole, lora, cache_dir=None):
+def step_variant(
+    name: str, card, tables, config, profiles, tmole, lora, cache_dir=None, group_overhead=GROUP_OVERHEAD
+):
     """One variant's objective (in train mode), AdamW and trainable parameters, from the same seed:
-    `tmole`, `lora` (one shared pass for both branches, as the trainer runs it) or `lora_split`."""
+    `tmole`, `lora` (one shared pass for both branches, as the trainer runs it) or `lora_split`;
+    `group_overhead` as `ObjectiveSettings`' (the trainer's default; None: padded passes)."""
     seed_everything(0)
     model = build_model(card, tables.users, config.model, cache_dir)
     model = model.add_tmole(tmole) if name == "tmole" else model.add_lora(lora)
     settings = ObjectiveSettings(
         n_embedding=config.n_embedding, n_generative=config.n_generative,
-        max_answer_tokens=config.max_answer_tokens, share_pass=name == "lora",
+        max_answer_tokens=config.max_answer_tokens, share_pass=name == "lora", group_overhead=group_overhead,
     )  # fmt: skip
     objective = Objective(model, settings, profiles, tables.users).train()
     params = [q for q in objective.parameters() if q.requires_grad]

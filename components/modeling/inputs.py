@@ -104,3 +104,30 @@ def append_suffix(prefix: Plan, suffix: list[int]) -> Plan:
     """Each user's block followed directly by the suffix (no gap), right-padded: the uncached input."""
     rows = [prefix.codes[i, : int(n)].tolist() + suffix for i, n in enumerate(prefix.lengths)]
     return Plan.pad(rows)
+
+
+# One more decoder call costs about as much as this many token positions on the 2-core CPU (training
+# steps of the quick profile: benchmarks/length_groups.py; README "Training")
+GROUP_OVERHEAD = 64
+
+
+def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD) -> list[list[int]]:
+    """Right-padded sequences split into groups of similar length, for one decoder call per group.
+
+    A call computes every position up to its longest sequence, so a batch of lengths 62..131 spends a
+    fifth of its work on padding (the quick profile's training passes: 21% on the user sequences,
+    45% on the answers). Returns index lists, each in ascending length, for the split of the
+    length-sorted sequences into contiguous groups that minimises `sum(size x longest) + overhead x
+    groups`: `overhead` prices one more call, in token positions (dynamic programming, O(n^2)).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    ls = [lengths[i] for i in order]
+    best = [0] * (len(ls) + 1)  # best[j]: cost of the first j sorted sequences
+    cut = [0] * (len(ls) + 1)  # where the last group of those j starts
+    for j in range(1, len(ls) + 1):
+        best[j], cut[j] = min((best[i] + (j - i) * ls[j - 1] + overhead, i) for i in range(j))
+    groups, j = [], len(ls)
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]

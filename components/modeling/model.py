@@ -31,7 +31,15 @@ from torch import nn
 
 from components.modeling.adapters import SourceAdapter, TabularEmbedder, TabularSpec
 from components.modeling.config import AdapterInit, InputMode, ModelConfig, Pooling
-from components.modeling.inputs import Plan, append_suffix, block_sources, multi_encoder_rows, text_rows
+from components.modeling.inputs import (
+    GROUP_OVERHEAD,
+    Plan,
+    append_suffix,
+    block_sources,
+    length_groups,
+    multi_encoder_rows,
+    text_rows,
+)
 from components.modeling.lora import LoraSettings, apply_lora, mark_trainable
 from components.modeling.precision import bf16_default
 from components.modeling.profile import UserProfile
@@ -328,6 +336,41 @@ class InstructUE(nn.Module):
                 output_hidden_states=all_layers,
                 **{_cache_keyword(type(self.backbone.base_model)): cache},
             )
+
+    def decode_padded(
+        self,
+        embeds: torch.Tensor,
+        lengths: torch.Tensor,
+        route: Route | None = None,
+        overhead: int | None = GROUP_OVERHEAD,
+    ) -> torch.Tensor:
+        """The last hidden states (B, L, d) of right-padded input embeddings (B, L, d) whose rows hold
+        `lengths` valid positions each.
+
+        With `overhead`, the decoder runs once per group of similar lengths (`inputs.length_groups`),
+        each group cut to its longest row, so padding costs little; positions past a row's length
+        come back as zeros. A causal mask keeps right padding out of every valid position's
+        attention, so this equals one padded pass up to float rounding. `overhead=None`: one pass.
+        """
+        B, L = embeds.shape[:2]
+        lengths = lengths.to(self.device)
+        if overhead is None or B < 2:
+            mask = (torch.arange(L, device=self.device)[None, :] < lengths[:, None]).long()
+            positions = torch.arange(L, device=self.device)[None, :].expand_as(mask)
+            return self._decoder(embeds, mask, positions, route=route).last_hidden_state
+        parts, order = [], []
+        for idx in length_groups(lengths.tolist(), overhead):
+            n = int(lengths[idx[-1]])  # the group's longest: groups come in ascending length
+            rows = torch.tensor(idx, device=self.device)
+            mask = (torch.arange(n, device=self.device)[None, :] < lengths[rows][:, None]).long()
+            positions = torch.arange(n, device=self.device)[None, :].expand_as(mask)
+            sub = Route(route.task_ids[rows], route.branch[rows]) if route is not None else None
+            hidden = self._decoder(embeds[rows, :n], mask, positions, route=sub).last_hidden_state
+            parts.append(F.pad(hidden, (0, 0, 0, L - n)))
+            order += idx
+        inverse = torch.empty(B, dtype=torch.long, device=self.device)
+        inverse[torch.tensor(order, device=self.device)] = torch.arange(B, device=self.device)
+        return torch.cat(parts)[inverse]
 
     def _pool(self, hidden: torch.Tensor, plan: Plan) -> torch.Tensor:
         lengths = plan.lengths.to(hidden.device)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from components.modeling.config import Pooling
-from components.modeling.inputs import Plan
+from components.modeling.inputs import GROUP_OVERHEAD, Plan
 from components.modeling.model import InstructUE
 from components.modeling.profile import UserProfile
 from components.modeling.tmole import Branch
@@ -50,6 +50,8 @@ class ObjectiveSettings:
     share_pass: bool = True  # one pass for both branches where the routing allows it (module docstring)
     in_task_negatives: bool = False  # InfoNCE negatives only from the same task (`task_batches`)
     centre: bool = False  # Eq. 2-4 on centred embeddings (per task with in_task_negatives)
+    # the decoder runs per group of similar lengths (`InstructUE.decode_padded`); None: one padded pass
+    group_overhead: int | None = GROUP_OVERHEAD
 
 
 @dataclass
@@ -155,10 +157,10 @@ class Objective(nn.Module):
         target = torch.full(plan.codes.shape, IGNORE, dtype=torch.long)
         for i, lab in enumerate(labels):
             target[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
-        mask = plan.mask.to(m.device)
-        positions = torch.arange(plan.codes.shape[1], device=m.device)[None, :].expand_as(mask)
-        hidden = m._decoder(m.input_embeddings(plan, soft), mask, positions, route=route).last_hidden_state
-        return hidden, mask, target.to(m.device), user_pos, int(plan.lengths.sum())
+        hidden = m.decode_padded(
+            m.input_embeddings(plan, soft), plan.lengths, route, self.settings.group_overhead
+        )
+        return hidden, plan.mask.to(m.device), target.to(m.device), user_pos, int(plan.lengths.sum())
 
     def _lm(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         predict = shift_labels(target)  # position t predicts the token at t + 1
@@ -179,9 +181,9 @@ class Objective(nn.Module):
         m = self.model
         rows = [self.answer_tokens(t) or [self.eos or 0] for t in texts]
         plan = Plan.pad(rows)
-        mask = plan.mask.to(m.device)
-        positions = torch.arange(plan.codes.shape[1], device=m.device)[None, :].expand_as(mask)
-        hidden = m._decoder(m.tokens(plan.codes.to(m.device)), mask, positions, route=route).last_hidden_state
+        hidden = m.decode_padded(
+            m.tokens(plan.codes.to(m.device)), plan.lengths, route, self.settings.group_overhead
+        )
         last = (plan.lengths - 1).to(m.device)
         return hidden[torch.arange(len(rows), device=m.device), last].float(), int(plan.lengths.sum())
 

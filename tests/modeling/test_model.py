@@ -220,3 +220,22 @@ def test_the_folder_records_the_measured_precision_and_loading_never_measures(
     loaded = load_model(folder, cache_dir=tmp_path / "cache")
     assert loaded.uses_bf16() is measured
     assert load_model(folder, cache_dir=tmp_path / "cache", bf16=not measured).uses_bf16() is (not measured)
+
+
+def test_grouped_decoding_equals_one_padded_pass(make, tiny_card):
+    """`decode_padded` per length group: the same hidden states at every valid position as one
+    padded pass, in the caller's row order, and zeros past each row's length."""
+    model, _, tables = make()
+    ids = [1, 2, 3, 4, 5, 6]
+    batch = model.batch(
+        build_profiles(tiny_card, tables, ids), tables.users.set_index("user_id").loc[ids].reset_index()
+    )
+    embeds = model.input_embeddings(batch.plan, model.soft_tokens(batch))
+    lengths = batch.plan.lengths.clone()
+    lengths[[1, 4]] -= torch.tensor([5, 9])  # uneven lengths: several groups
+    with torch.no_grad():
+        one = model.decode_padded(embeds, lengths, overhead=None)
+        grouped = model.decode_padded(embeds, lengths, overhead=0)
+    valid = torch.arange(embeds.shape[1])[None, :] < lengths[:, None]
+    assert torch.allclose(one[valid], grouped[valid], atol=1e-5)
+    assert grouped[~valid].abs().max() == 0

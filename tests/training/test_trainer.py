@@ -383,3 +383,41 @@ def test_gradient_checkpointing_gives_the_gradients_of_a_plain_pass(adapter, qa_
     plain, checkpointed = gradients(False), gradients(True)
     assert plain.keys() == checkpointed.keys() and len(plain) > 10
     assert max_diff(plain, checkpointed) < 1e-5
+
+
+@pytest.mark.parametrize("adapter", ["tmole", "lora"])
+def test_grouped_decoding_gives_the_losses_and_gradients_of_one_padded_pass(adapter, qa_data, model_cache):
+    """`ObjectiveSettings.group_overhead`: both branches and the answers decoded per length group,
+    each group under its own rows' TMoLE routes, reach the losses and gradients of padded passes."""
+    from components.ingestion.contract import read_tables
+    from components.modeling.factory import build_model
+    from components.modeling.profile import build_profiles
+    from components.training.data import load_examples
+    from components.training.objective import Objective, ObjectiveSettings
+    from components.training.trainer import add_adapter
+
+    card, tables = read_tables(qa_data)
+    examples = load_examples(qa_data, max_records=12, seed=0)
+    ids = sorted({e.user_id for e in examples})
+    tasks = [task_name(e) for e in examples]
+    config = tiny(f"adapter={adapter}")
+    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+
+    def run(overhead: int | None):
+        torch.manual_seed(0)
+        model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
+        settings = ObjectiveSettings(n_embedding=8, n_generative=4, margin=None, group_overhead=overhead)
+        objective = Objective(model, settings, profiles, tables.users).eval()  # no dropout: same masks
+        terms = objective(examples[:8], examples[:4], tasks[:8], tasks[:4]).terms
+        terms.total.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return terms, grads
+
+    (padded, g_padded), (grouped, g_grouped) = run(None), run(0)
+    for name in ("total", "lm", "cl"):
+        assert abs(float(getattr(padded, name)) - float(getattr(grouped, name))) < 1e-5, name
+    assert g_padded.keys() == g_grouped.keys() and len(g_padded) > 10
+    # float rounding only: another summation order in the attention and the matmuls of each group
+    worst = max(float((g_padded[k] - g_grouped[k]).abs().max() / g_padded[k].abs().max().clamp_min(1e-8))
+                for k in g_padded)  # fmt: skip
+    assert worst < 1e-4
