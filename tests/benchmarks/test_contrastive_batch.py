@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.benchmarks.test_quality import load_script
+from tests.benchmarks import load_script
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.test_quality import load_script
+from tests.benchmarks import load_script
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.benchmarks.test_quality import load_script
+from tests.benchmarks import load_script
 
 pytestmark = pytest.mark.integration
 

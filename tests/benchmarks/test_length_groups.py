@@ -8,19 +8,13 @@ import math
 
 import pytest
 
-from tests.benchmarks.test_speed import BENCHMARKS, load_speed
+from tests.benchmarks import load_script
 
 pytestmark = pytest.mark.integration
 
 
 def load_length_groups():
-    import importlib.util
-
-    load_speed()  # puts the benchmarks folder on sys.path for the sibling imports
-    spec = importlib.util.spec_from_file_location("benchmark_length_groups", BENCHMARKS / "length_groups.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("length_groups")
 
 
 def test_grouped_steps_read_the_same_tokens_and_pad_less(qa_data, model_cache, tmp_path):

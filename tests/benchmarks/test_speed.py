@@ -3,27 +3,18 @@ measurement is in the JSON with positive finite numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.benchmarks import load_script
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+pytestmark = pytest.mark.integration
 
 
 def load_speed():
-    """The script as a module (it imports its siblings `common` and `embed_throughput` as top-level)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("benchmark_speed", BENCHMARKS / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("speed")
 
 
 def test_speed_tiny_writes_every_measurement(qa_data, model_cache, tmp_path):
