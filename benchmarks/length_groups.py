@@ -15,7 +15,9 @@ positions it computed per step against the tokens it had to read.
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
+import sys
 from pathlib import Path
 
 from common import machine, write_result
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         if i:
             print({k: round(v[-1], 2) for k, v in times.items()}, flush=True)
 
+    command = shlex.join(["python", "benchmarks/length_groups.py", *(sys.argv[1:] if argv is None else argv)])
     med = {k: statistics.median(v) for k, v in times.items()}
     base = names[0]
     rows = []
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {k} | {med[k]:.2f} | {ratio:.2f}x | {n:.1f} | {pos:,.0f} | {tok:,.0f} | {share:.1%} |")
     report = {
         "benchmark": "length_groups", "machine": machine(), "dataset": args.dataset, "profile": args.profile,
+        "command": command,
         "micro_batch": config.micro_batch, "n_embedding": config.n_embedding,
         "n_generative": config.n_generative, "bf16": bool(variants[base][0].model.uses_bf16()),
         "step_s": times, "rows": rows,

@@ -23,7 +23,9 @@ def test_grouped_steps_read_the_same_tokens_and_pad_less(qa_data, model_cache, t
             "--cache-dir", str(model_cache), "--steps", "2", "--overheads", "none,0", "--out", str(out)]  # fmt: skip
     load_length_groups().main(argv)
 
-    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    report = json.loads(out.read_text())
+    assert report["command"].startswith("python benchmarks/length_groups.py --profile tiny")
+    rows = {r["variant"]: r for r in report["rows"]}
     padded, grouped = rows["none"], rows["overhead_0"]
     assert padded["tokens"] == grouped["tokens"] > 0
     assert grouped["positions"] == grouped["tokens"]  # free calls: every group of one length
