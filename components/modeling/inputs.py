@@ -106,8 +106,9 @@ def append_suffix(prefix: Plan, suffix: list[int]) -> Plan:
     return Plan.pad(rows)
 
 
-# One more decoder call costs about as much as this many token positions on the 2-core CPU (training
-# steps of the quick profile: benchmarks/length_groups.py; README "Training")
+# What one more decoder call is priced at, in token positions: on the 2-core CPU a quick-profile step
+# took 0.84x the padded one at 64, 0.89x at 32 and 0.88x at 128 (benchmarks/length_groups.py, whose
+# step-to-step noise is larger than those differences; README "Training")
 GROUP_OVERHEAD = 64
 
 
