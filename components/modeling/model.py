@@ -348,26 +348,26 @@ class InstructUE(nn.Module):
         `lengths` valid positions each.
 
         With `overhead`, the decoder runs once per group of similar lengths (`inputs.length_groups`),
-        each group cut to its longest row, so padding costs little; positions past a row's length
-        come back as zeros. A causal mask keeps right padding out of every valid position's
-        attention, so this equals one padded pass up to float rounding. `overhead=None`: one pass.
+        each group cut to its longest row, so padding costs little; positions past that row come back
+        as zeros (callers read valid positions only). A causal mask keeps right padding out of every
+        valid position's attention, so this equals one padded pass up to float rounding.
+        `overhead=None`: one pass over all rows.
         """
         B, L = embeds.shape[:2]
         lengths = lengths.to(self.device)
-        if overhead is None or B < 2:
-            mask = (torch.arange(L, device=self.device)[None, :] < lengths[:, None]).long()
-            positions = torch.arange(L, device=self.device)[None, :].expand_as(mask)
-            return self._decoder(embeds, mask, positions, route=route).last_hidden_state
+        groups = [list(range(B))] if overhead is None else length_groups(lengths.tolist(), overhead)
         parts, order = [], []
-        for idx in length_groups(lengths.tolist(), overhead):
-            n = int(lengths[idx[-1]])  # the group's longest: groups come in ascending length
+        for idx in groups:
             rows = torch.tensor(idx, device=self.device)
+            n = int(lengths[rows].max())
             mask = (torch.arange(n, device=self.device)[None, :] < lengths[rows][:, None]).long()
             positions = torch.arange(n, device=self.device)[None, :].expand_as(mask)
             sub = Route(route.task_ids[rows], route.branch[rows]) if route is not None else None
             hidden = self._decoder(embeds[rows, :n], mask, positions, route=sub).last_hidden_state
             parts.append(F.pad(hidden, (0, 0, 0, L - n)))
             order += idx
+        if len(parts) == 1 and order == list(range(B)):
+            return parts[0]
         inverse = torch.empty(B, dtype=torch.long, device=self.device)
         inverse[torch.tensor(order, device=self.device)] = torch.arange(B, device=self.device)
         return torch.cat(parts)[inverse]
