@@ -65,9 +65,10 @@ def similarity_stats(objective, batch: list, task: str, centre: bool) -> dict[st
     m = objective.model
     with torch.no_grad():
         route = m.route([task] * len(batch), Branch.EMBEDDING)
-        hidden, mask, _, pos, _ = objective._user_pass(batch, 0, route)
-        users = objective._pool(hidden, mask, pos)
-        answers, _ = objective._embed_answers([e.answer for e in batch], route)
+        rows, answer_rows = objective._user_rows(batch, 0), objective._answer_rows([e.answer for e in batch])
+        hidden, answer_hidden = objective._decode([(rows, route), (answer_rows, route)])
+        users = objective._pool(hidden, rows.mask, rows.user_pos)
+        answers = objective._last_states(answer_hidden, answer_rows)
     off = ~torch.eye(len(batch), dtype=torch.bool)
     raw_u, raw_a = F.normalize(users, dim=-1), F.normalize(answers, dim=-1)
     if centre:

@@ -21,13 +21,30 @@ class SourceAdapter(nn.Module):
     """`input_gain` multiplies the input first (a constant, not trained): sqrt(d_in) gives a unit-norm
     encoder vector unit variance per dimension, the scale `nn.Linear`'s initialisation assumes."""
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, input_gain: float = 1.0):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        out_dim: int,
+        input_gain: float = 1.0,
+        norm: bool = False,
+        out_rms: float | None = None,
+    ):
         super().__init__()
         self.input_gain = float(input_gain)
+        # Query-as-Anchor's adapter normalises the encoder vector first
+        self.norm = nn.LayerNorm(in_dim) if norm else None
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.out_rms = out_rms
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * self.input_gain if self.input_gain != 1.0 else x)
+        x = x * self.input_gain if self.input_gain != 1.0 else x
+        y = self.net(self.norm(x) if self.norm is not None else x)
+        if self.out_rms is None:
+            return y
+        # an RMS norm with a fixed gain: every soft token at the token rows' RMS, whatever training
+        # does to the weights (the scale used to collapse from 0.64 to 0.13 of the rows' spread)
+        return y * torch.rsqrt(y.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(y.dtype) * self.out_rms
 
     @torch.no_grad()
     def match_token_statistics(self, token_embeddings: torch.Tensor, probe: torch.Tensor) -> None:

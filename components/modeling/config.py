@@ -62,6 +62,25 @@ class ModelConfig(BaseModel):
     bf16: bool | None = Field(
         None, description="bf16 autocast; None: where bf16 measures faster (precision.py)"
     )
+    layers: int | None = Field(
+        None, ge=1, description="keep the backbone's first k decoder layers (None: all of them)"
+    )
+    summary_tokens: bool = Field(
+        False,
+        description="a summary soft token per sequence source, the mean of its event vectors through "
+        "a summary adapter, ahead of the source's events (Query-as-Anchor)",
+    )
+    adapter_norm: bool = Field(False, description="LayerNorm on an adapter's input (Query-as-Anchor)")
+    soft_token_rms: bool = Field(
+        False,
+        description="hold every soft token at the RMS of the backbone's token rows (an RMS norm with a "
+        "fixed gain): the adapters' outputs can neither drown in nor swamp the residual stream",
+    )
+    answer_encoder: bool = Field(
+        False,
+        description="training: InfoNCE's answers embedded by the frozen sentence encoder through a "
+        "learned projection (a locked text tower, as LiT) instead of by the backbone",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="training: keep each decoder layer's input only and recompute the layer in the "
@@ -79,4 +98,8 @@ class ModelConfig(BaseModel):
             data.pop("adapter_init", None)
         if not self.gradient_checkpointing:  # and `gradient_checkpointing`
             data.pop("gradient_checkpointing", None)
+        recipe = ("layers", "summary_tokens", "adapter_norm", "soft_token_rms", "answer_encoder")
+        for name in recipe:  # and the recipe's switches
+            if data.get(name) in (None, False):
+                data.pop(name, None)
         return data

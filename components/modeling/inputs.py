@@ -62,15 +62,19 @@ def soft(row: int) -> int:
 
 def multi_encoder_rows(
     event_counts: list[dict[str, int]], order: list[str], tabular: str | None, n_features: int,
-    token_ids: dict[str, int],
+    token_ids: dict[str, int], summaries: bool = False,
 ) -> list[list[int]]:  # fmt: skip
     """User blocks for the multi-encoder input, sources in card order (`order`).
 
     Soft rows are numbered: all events of all users first (user by user, source by source in card
-    order, oldest first), then each user's `n_features` tabular tokens (the source named `tabular`).
+    order, oldest first), then each user's `n_features` tabular tokens (the source named `tabular`),
+    then, with `summaries`, each user's summary token per sequence source (user by user, sources in
+    card order), placed right after the source's opening boundary, ahead of its events.
     """
     rows, next_event = [], 0
     n_events = sum(sum(c.values()) for c in event_counts)
+    sequence = [s for s in order if s != tabular]
+    first_summary = n_events + len(event_counts) * n_features
     for i, counts in enumerate(event_counts):
         row: list[int] = []
         for s in order:
@@ -80,7 +84,8 @@ def multi_encoder_rows(
                 row += [token_ids[open_], *(soft(first + k) for k in range(n_features)), token_ids[close]]
             else:
                 n = counts.get(s, 0)
-                row += [token_ids[open_], *(soft(next_event + k) for k in range(n)), token_ids[close]]
+                head = [soft(first_summary + i * len(sequence) + sequence.index(s))] if summaries else []
+                row += [token_ids[open_], *head, *(soft(next_event + k) for k in range(n)), token_ids[close]]
                 next_event += n
         rows.append(row)
     return rows

@@ -88,6 +88,8 @@ class UserBatch:
     event_source: list[int]  # index into the model's `sequence_sources`, per event
     numeric: torch.Tensor  # (B, F_num)
     categorical: torch.Tensor  # (B, F_cat)
+    event_user: list[int] = field(default_factory=list)  # the user (row of the batch) of each event
+    n_users: int = 0
 
 
 @dataclass
@@ -118,6 +120,8 @@ class InstructUE(nn.Module):
         self.encoder_net = encoder.model if getattr(encoder, "trainable", False) else None
         if config.input_mode is InputMode.MULTI_ENCODER and encoder is None:
             raise ValueError("the multi-encoder input needs a sentence encoder")
+        if config.layers is not None:
+            _keep_layers(self.backbone, config.layers)
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         # the sources the user block holds (config.inputs), in card order
@@ -126,6 +130,7 @@ class InstructUE(nn.Module):
         self.tabular_source = spec.tabular_source if spec.tabular_source in self.block_sources else None
         self.lora: LoraSettings | None = None
         self.tmole: TMoLE | None = None
+        self._frozen_cast = False  # `frozen_weights_to_bf16` runs before the first decoder call
         d = backbone.get_input_embeddings().embedding_dim
         self.dim = d
         tokens = special_tokens(spec.sources)
@@ -135,16 +140,29 @@ class InstructUE(nn.Module):
         self.token_ids = self.tokens.token_ids
         hidden = config.adapter_hidden or d
         matched = config.adapter_init is AdapterInit.TOKEN_STATS
+        rows = backbone.get_input_embeddings().weight.detach().float()
+        out_rms = float(rows.pow(2).mean().sqrt()) if config.soft_token_rms else None
+        shape = {"norm": config.adapter_norm, "out_rms": out_rms}
         self.adapters = nn.ModuleDict()
-        if config.input_mode is InputMode.MULTI_ENCODER:
+        self.summaries = nn.ModuleDict()  # `summary_tokens`: one adapter per sequence source
+        multi = config.input_mode is InputMode.MULTI_ENCODER
+        if multi:
             for s in self.sequence_sources:
                 # encoder vectors are unit-norm: sqrt(dim) gives them unit variance per dimension
                 gain = math.sqrt(spec.encoder_dim) if matched else 1.0
-                self.adapters[s] = SourceAdapter(spec.encoder_dim, hidden, d, input_gain=gain)
+                self.adapters[s] = SourceAdapter(spec.encoder_dim, hidden, d, input_gain=gain, **shape)
+                if config.summary_tokens:
+                    self.summaries[s] = SourceAdapter(spec.encoder_dim, hidden, d, **shape)
+        self.answer_projection = None
+        if config.answer_encoder:
+            if not multi:
+                raise ValueError("model.answer_encoder needs the multi-encoder input (its sentence encoder)")
+            width = spec.encoder_dim
+            self.answer_projection = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, d))
         self.tabular = None
-        if self.tabular_source is not None and config.input_mode is InputMode.MULTI_ENCODER:
+        if self.tabular_source is not None and multi:
             self.tabular = TabularEmbedder(spec.tabular, config.tabular_dim)
-            self.adapters[self.tabular_source] = SourceAdapter(config.tabular_dim, hidden, d)
+            self.adapters[self.tabular_source] = SourceAdapter(config.tabular_dim, hidden, d, **shape)
         if matched:  # a loaded model's saved weights replace these right after
             self._match_token_statistics()
         if config.gradient_checkpointing:
@@ -229,15 +247,21 @@ class InstructUE(nn.Module):
             rows = text_rows(self._serialised(profiles, users), self.block_sources, self.token_ids)
             return UserBatch(Plan.pad(rows), [], [], torch.from_numpy(num), torch.from_numpy(cat))
         seq = self.sequence_sources
-        texts, source = [], []
-        for p in profiles:
+        texts, source, owner = [], [], []
+        for i, p in enumerate(profiles):
             for j, s in enumerate(seq):
                 texts += p.events[s]
                 source += [j] * len(p.events[s])
+                owner += [i] * len(p.events[s])
         counts = [{s: len(p.events[s]) for s in seq} for p in profiles]
         n_feat = self.spec.tabular.n_features if self.tabular is not None else 0
-        rows = multi_encoder_rows(counts, self.block_sources, self.tabular_source, n_feat, self.token_ids)
-        return UserBatch(Plan.pad(rows), texts, source, torch.from_numpy(num), torch.from_numpy(cat))
+        rows = multi_encoder_rows(
+            counts, self.block_sources, self.tabular_source, n_feat, self.token_ids,
+            summaries=self.config.summary_tokens,
+        )  # fmt: skip
+        return UserBatch(
+            Plan.pad(rows), texts, source, torch.from_numpy(num), torch.from_numpy(cat), owner, len(profiles)
+        )
 
     def _serialised(self, profiles: list[UserProfile], users: pd.DataFrame) -> list[dict[str, list[int]]]:
         """Text-only input: each source's events joined as text and tokenised, oldest dropped first."""
@@ -292,6 +316,7 @@ class InstructUE(nn.Module):
     def soft_tokens(self, batch: UserBatch) -> torch.Tensor:
         """(N, d): adapted event vectors, then tabular feature tokens (the rows the plan refers to)."""
         parts = []
+        vec = None
         if batch.event_texts:
             vec = self.encoder.encode(batch.event_texts).to(self.device)
             src = torch.tensor(batch.event_source, device=self.device)
@@ -304,9 +329,38 @@ class InstructUE(nn.Module):
         if self.tabular is not None:
             feats = self.tabular(batch.numeric.to(self.device), batch.categorical.to(self.device))
             parts.append(self.adapters[self.tabular_source](feats).reshape(-1, self.dim))
+        if self.summaries:
+            parts.append(self._summary_tokens(batch, vec))
         if not parts:
             return torch.zeros(0, self.dim, device=self.device)
         return torch.cat(parts)
+
+    def embed_answers(self, texts: list[str]) -> torch.Tensor:
+        """(n, d) float32: answers through the frozen sentence encoder and the learned projection
+        (`model.answer_encoder`, a locked text tower as in LiT): InfoNCE's answer side, with no
+        backbone pass. The encoder's vectors are cached, so a recurring answer is encoded once."""
+        if self.answer_projection is None:
+            raise RuntimeError("this model embeds answers with its backbone (model.answer_encoder is off)")
+        vec = self.encoder.encode(texts).to(self.device).float()
+        return self.answer_projection(vec).float()
+
+    def _summary_tokens(self, batch: UserBatch, vec: torch.Tensor | None) -> torch.Tensor:
+        """(B * S, d): per user and sequence source, the mean of the source's event vectors through
+        its summary adapter (user by user, sources in card order; the rows `multi_encoder_rows`
+        numbers after the tabular tokens). A source without events summarises to the zero vector."""
+        S, B = len(self.sequence_sources), batch.n_users
+        dim = self.spec.encoder_dim
+        sums = torch.zeros(B * S, dim, device=self.device)
+        counts = torch.zeros(B * S, 1, device=self.device)
+        if vec is not None and len(vec):
+            key = torch.tensor(batch.event_user, device=self.device) * S + torch.tensor(
+                batch.event_source, device=self.device
+            )
+            sums = sums.index_add(0, key, vec.float())
+            counts = counts.index_add(0, key, torch.ones(len(key), 1, device=self.device))
+        means = (sums / counts.clamp_min(1)).view(B, S, dim)
+        out = [self.summaries[s](means[:, j]) for j, s in enumerate(self.sequence_sources)]
+        return torch.stack(out, 1).reshape(B * S, self.dim).to(self.tokens.special.dtype)
 
     def input_embeddings(self, plan: Plan, soft: torch.Tensor) -> torch.Tensor:
         codes = plan.codes.to(self.device)
@@ -326,7 +380,36 @@ class InstructUE(nn.Module):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def frozen_weights_to_bf16(self) -> int:
+        """Store the frozen backbone's linear weights in bf16 where the model runs in bf16 autocast.
+
+        Autocast keeps a cast copy only of weights that require gradients: a frozen fp32 weight is
+        cast again on every call, and on the quick profile those copies were a tenth of a training
+        step (`benchmarks/step_profile.py`). Stored in bf16 they are read as they are; autocast would
+        have computed the same product. The input embeddings (tied to the output head) stay as they
+        are, so the token rows and the trainable special tokens keep their precision. Returns how
+        many weights were cast; idempotent, and a no-op without bf16."""
+        if not self.uses_bf16():
+            return 0
+        keep = {id(self.backbone.get_input_embeddings().weight)}
+        n = 0
+        for module in self.backbone.modules():
+            w = getattr(module, "weight", None)
+            if (
+                isinstance(module, nn.Linear)
+                and w is not None
+                and not w.requires_grad
+                and w.dtype == torch.float32
+                and id(w) not in keep
+            ):
+                module.weight.data = w.data.to(torch.bfloat16)
+                n += 1
+        return n
+
     def _decoder(self, embeds, mask, positions, cache=None, route: Route | None = None, all_layers=False):
+        if not self._frozen_cast:
+            self.frozen_weights_to_bf16()
+            self._frozen_cast = True
         with self._autocast(), routed(self.tmole, route):
             return self.backbone.base_model(
                 inputs_embeds=embeds,
@@ -491,6 +574,19 @@ class InstructUE(nn.Module):
         return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
             ~visible, torch.finfo(dtype).min
         )
+
+
+def _keep_layers(backbone: nn.Module, k: int) -> None:
+    """Cut a decoder-only backbone to its first `k` layers, in place (`ModelConfig.layers`): the
+    intermediate layers of a causal LM are the better features (RESEARCH.md, "Which layer"), and a
+    shallower backbone is a cheaper step."""
+    layers = backbone.base_model.layers
+    if k > len(layers):
+        raise ValueError(f"model.layers={k}, but the backbone has only {len(layers)} decoder layers")
+    backbone.base_model.layers = nn.ModuleList(list(layers)[:k])
+    backbone.config.num_hidden_layers = k
+    if getattr(backbone.config, "layer_types", None):
+        backbone.config.layer_types = list(backbone.config.layer_types)[:k]
 
 
 @functools.cache

@@ -126,11 +126,12 @@ class TMoLELinear(nn.Module):
         return torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
 
     def delta(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """Eq. 2's sum over experts as two matmuls: gates scale each expert's r middle columns."""
+        """Eq. 2's sum over experts as two matmuls: gates scale each expert's r middle columns.
+        `alpha / r` is folded into the gates, so the (tokens, d_out) output is never scaled."""
         h = F.linear(self.dropout(x), self.tmole_A.to(x.dtype))  # (B, T, N*r)
-        g = gates.to(h.dtype).repeat_interleave(self.r, dim=-1)  # (B, N*r)
+        g = (gates * self.scaling).to(h.dtype).repeat_interleave(self.r, dim=-1)  # (B, N*r)
         h = h * (g[:, None, :] if h.dim() == 3 else g)
-        return F.linear(h, self.tmole_B.to(x.dtype)) * self.scaling
+        return F.linear(h, self.tmole_B.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         route = self._state.route
@@ -138,6 +139,9 @@ class TMoLELinear(nn.Module):
             raise RuntimeError("a TMoLE model was called without a route: wrap the call in `routed(...)`")
         if route.task_ids.shape[0] != x.shape[0]:
             raise RuntimeError(f"route has {route.task_ids.shape[0]} samples, the batch {x.shape[0]}")
+        if torch.is_autocast_enabled(x.device.type):
+            # cast once for both products: autocast would cast x for each of them
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         return self.base_layer(x) + self.delta(x, self.gates(route))
 
     @torch.no_grad()

@@ -24,7 +24,7 @@ from components.modeling.config import Pooling
 from components.modeling.inputs import GROUP_OVERHEAD, Plan
 from components.modeling.model import InstructUE
 from components.modeling.profile import UserProfile
-from components.modeling.tmole import Branch
+from components.modeling.tmole import Branch, Route
 from components.training.data import Example, task_name
 from components.training.losses import (
     IGNORE,
@@ -52,6 +52,19 @@ class ObjectiveSettings:
     centre: bool = False  # Eq. 2-4 on centred embeddings (per task with in_task_negatives)
     # the decoder runs per group of similar lengths (`InstructUE.decode_padded`); None: one padded pass
     group_overhead: int | None = GROUP_OVERHEAD
+    # the branches' sequences and the answers decoded in one call, routed per row (`Objective._decode`)
+    fuse_passes: bool = True
+
+
+@dataclass
+class _Rows:
+    """One part of a micro-batch's sequences, planned: codes, its own soft tokens, targets."""
+
+    plan: Plan
+    soft: torch.Tensor  # the soft-token rows the plan's negative codes refer to
+    target: torch.Tensor | None  # next-token targets (IGNORE where none)
+    user_pos: list[int]  # `<USER>` positions (none for answer rows)
+    mask: torch.Tensor
 
 
 @dataclass
@@ -105,28 +118,41 @@ class Objective(nn.Module):
         s, m = self.settings, self.model
         shared = s.share_pass and m.tmole is None and (emb[: len(gen)] == gen or gen[: len(emb)] == emb)
         emb_route = m.route(emb_tasks or [], Branch.EMBEDDING)  # None without TMoLE
-        tokens, lm, cl = 0, None, None
+        gen_route = m.route(gen_tasks or [], Branch.GENERATIVE) if gen else None
+        texts = [e.answer for e in emb]
+        # every sequence of the micro-batch, each with its route: decoded together (`_decode`)
+        parts: list[tuple[_Rows, object]] = []
         if shared:
             union = emb if len(emb) >= len(gen) else gen
-            hidden, mask, target, user_pos, n = self._user_pass(union, len(gen), None)
-            tokens += n
-            users = self._pool(hidden[: len(emb)], mask[: len(emb)], user_pos[: len(emb)]) if emb else None
-            lm = self._lm(hidden, target) if gen else None
+            parts.append((self._user_rows(union, len(gen)), emb_route))
         else:
-            users = None
             if emb:
-                hidden, mask, _, user_pos, n = self._user_pass(emb, 0, emb_route)
-                tokens += n
-                users = self._pool(hidden, mask, user_pos)
+                parts.append((self._user_rows(emb, 0), emb_route))
             if gen:
-                route = m.route(gen_tasks or [], Branch.GENERATIVE)
-                hidden, _, target, _, n = self._user_pass(gen, len(gen), route)
-                tokens += n
-                lm = self._lm(hidden, target)
+                parts.append((self._user_rows(gen, len(gen)), gen_route))
+        by_encoder = m.answer_projection is not None  # LiT: answers need no backbone pass
+        if emb and not by_encoder:
+            parts.append((self._answer_rows(texts), emb_route))
+        hidden = self._decode(parts)
+        tokens = sum(int(r.plan.lengths.sum()) for r, _ in parts)
+        lm, cl, users, answers = None, None, None, None
+        k = 0
+        if shared:
+            rows, h = parts[0][0], hidden[0]
+            users = (
+                self._pool(h[: len(emb)], rows.mask[: len(emb)], rows.user_pos[: len(emb)]) if emb else None
+            )
+            lm = self._lm(h, rows.target) if gen else None
+            k = 1
+        else:
+            if emb:
+                users = self._pool(hidden[k], parts[k][0].mask, parts[k][0].user_pos)
+                k += 1
+            if gen:
+                lm = self._lm(hidden[k], parts[k][0].target)
+                k += 1
         if emb:
-            texts = [e.answer for e in emb]
-            answers, n = self._embed_answers(texts, emb_route)
-            tokens += n
+            answers = m.embed_answers(texts) if by_encoder else self._last_states(hidden[k], parts[k][0])
             same = torch.tensor([[a == b for b in texts] for a in texts], device=m.device)
             names = [task_name(e) for e in emb]
             if s.in_task_negatives:  # another task's answer is told apart by its template, not the user
@@ -138,9 +164,9 @@ class Objective(nn.Module):
         examples = len(set(map(id, emb)) | set(map(id, gen)))
         return StepOutput(joint_loss(lm, cl, s.alpha_lm, s.alpha_cl), tokens, examples)
 
-    def _user_pass(self, examples: list[Example], n_answers: int, route):
+    def _user_rows(self, examples: list[Example], n_answers: int) -> _Rows:
         """[block][instruction]<USER> for every example, plus [answer]<eos> for the first
-        `n_answers`; returns hidden states, mask, next-token targets, `<USER>` positions, tokens."""
+        `n_answers`: codes, soft tokens, next-token targets and `<USER>` positions."""
         m = self.model
         uids = [e.user_id for e in examples]
         batch = m.batch([self.profiles[u] for u in uids], self.users.loc[uids].reset_index(drop=True))
@@ -157,10 +183,53 @@ class Objective(nn.Module):
         target = torch.full(plan.codes.shape, IGNORE, dtype=torch.long)
         for i, lab in enumerate(labels):
             target[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
+        return _Rows(plan, soft, target.to(m.device), user_pos, plan.mask.to(m.device))
+
+    def _answer_rows(self, texts: list[str]) -> _Rows:
+        """The answers alone (their last token's state embeds them), through the same backbone."""
+        plan = Plan.pad([self.answer_tokens(t) or [self.eos or 0] for t in texts])
+        empty = torch.zeros(0, self.model.dim, device=self.model.device)
+        return _Rows(plan, empty, None, [], plan.mask.to(self.model.device))
+
+    def _last_states(self, hidden: torch.Tensor, rows: _Rows) -> torch.Tensor:
+        """(B, d) float32 state of each row's last valid position (an answer's embedding)."""
+        last = (rows.plan.lengths - 1).to(hidden.device)
+        return hidden[torch.arange(len(last), device=hidden.device), last].float()
+
+    def _decode(self, parts: list[tuple[_Rows, object]]) -> list[torch.Tensor]:
+        """The last hidden states of every part's rows, each part under its route.
+
+        `fuse_passes`: all parts in one `decode_padded` call, routed per row (TMoLE's routing is per
+        sample), so the length groups span the branches and the answers and the decoder runs fewer,
+        larger calls; otherwise one call per part. The same states up to float rounding."""
+        m, s = self.model, self.settings
+        if not s.fuse_passes or len(parts) == 1:
+            return [
+                m.decode_padded(m.input_embeddings(r.plan, r.soft), r.plan.lengths, route, s.group_overhead)
+                for r, route in parts
+            ]
+        rows, softs, offset = [], [], 0
+        for r, _ in parts:
+            codes = r.plan.codes
+            # a negative code names a soft row of its own part: shift it past the earlier parts' rows
+            shifted = torch.where(codes < 0, codes - offset, codes)
+            rows += [shifted[i, : int(n)].tolist() for i, n in enumerate(r.plan.lengths)]
+            softs.append(r.soft)
+            offset += r.soft.shape[0]
+        plan = Plan.pad(rows)
+        routes = [route for _, route in parts]
+        route = None
+        if routes[0] is not None:
+            route = Route(torch.cat([r.task_ids for r in routes]), torch.cat([r.branch for r in routes]))
         hidden = m.decode_padded(
-            m.input_embeddings(plan, soft), plan.lengths, route, self.settings.group_overhead
+            m.input_embeddings(plan, torch.cat(softs)), plan.lengths, route, s.group_overhead
         )
-        return hidden, plan.mask.to(m.device), target.to(m.device), user_pos, int(plan.lengths.sum())
+        out, start = [], 0
+        for r, _ in parts:
+            n, width = len(r.plan.lengths), r.plan.codes.shape[1]
+            out.append(hidden[start : start + n, :width])
+            start += n
+        return out
 
     def _lm(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         predict = shift_labels(target)  # position t predicts the token at t + 1
@@ -175,17 +244,6 @@ class Objective(nn.Module):
             return hidden[torch.arange(len(pos), device=hidden.device), pos].float()
         upto = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] <= pos[:, None]).unsqueeze(-1)
         return (hidden.float() * upto).sum(1) / upto.sum(1)
-
-    def _embed_answers(self, texts: list[str], route=None) -> tuple[torch.Tensor, int]:
-        """Answers through the same backbone (and adapters), last token's hidden state."""
-        m = self.model
-        rows = [self.answer_tokens(t) or [self.eos or 0] for t in texts]
-        plan = Plan.pad(rows)
-        hidden = m.decode_padded(
-            m.tokens(plan.codes.to(m.device)), plan.lengths, route, self.settings.group_overhead
-        )
-        last = (plan.lengths - 1).to(m.device)
-        return hidden[torch.arange(len(rows), device=m.device), last].float(), int(plan.lengths.sum())
 
 
 @contextmanager

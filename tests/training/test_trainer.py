@@ -422,3 +422,42 @@ def test_grouped_decoding_gives_the_losses_and_gradients_of_one_padded_pass(adap
     worst = max(float((g_padded[k] - g_grouped[k]).abs().max() / g_padded[k].abs().max().clamp_min(1e-8))
                 for k in g_padded)  # fmt: skip
     assert worst < 1e-4
+
+
+@pytest.mark.parametrize("adapter", ["tmole", "lora"])
+def test_fused_passes_give_the_losses_and_gradients_of_separate_passes(adapter, qa_data, model_cache):
+    """`ObjectiveSettings.fuse_passes`: the embedding and generative sequences and the answers in one
+    decoder call, routed per row, reach the losses and gradients of one call per part (the optimised
+    step against the eager reference, issue 25)."""
+    from components.ingestion.contract import read_tables
+    from components.modeling.factory import build_model
+    from components.modeling.profile import build_profiles
+    from components.training.data import load_examples
+    from components.training.objective import Objective, ObjectiveSettings
+    from components.training.trainer import add_adapter
+
+    card, tables = read_tables(qa_data)
+    examples = load_examples(qa_data, max_records=12, seed=0)
+    ids = sorted({e.user_id for e in examples})
+    tasks = [task_name(e) for e in examples]
+    config = tiny(f"adapter={adapter}")
+    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+
+    def run(fuse: bool):
+        torch.manual_seed(0)
+        model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
+        settings = ObjectiveSettings(n_embedding=8, n_generative=4, margin=None, fuse_passes=fuse)
+        objective = Objective(model, settings, profiles, tables.users).eval()  # no dropout: same masks
+        terms = objective(examples[:8], examples[:4], tasks[:8], tasks[:4]).terms
+        terms.total.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return terms, grads
+
+    (separate, g_separate), (fused, g_fused) = run(False), run(True)
+    for name in ("total", "lm", "cl"):
+        a, b = (float(getattr(t, name).detach()) for t in (separate, fused))
+        assert abs(a - b) <= 1e-3 * abs(a) + 1e-6, name
+    assert g_separate.keys() == g_fused.keys() and len(g_separate) > 10
+    worst = max(float((g_separate[k] - g_fused[k]).abs().max() / g_separate[k].abs().max().clamp_min(1e-8))
+                for k in g_separate)  # fmt: skip
+    assert worst < 1e-3
