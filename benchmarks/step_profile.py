@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import machine, write_result
-from tmole_step import step_setup, step_variant, timed_step
+from tmole_step import bare_backbone, bare_step, step_setup, step_variant, timed_step
 from torch.profiler import ProfilerActivity, profile
 
 from components.ingestion import read_tables
@@ -55,15 +55,6 @@ def group_of(name: str) -> str:
         if any(op == k or op.startswith(k + "_") or (len(k) > 3 and k in op) for k in keys):
             return group
     return "elementwise+norm"
-
-
-def bare_step(backbone, embeds: torch.Tensor, bf16: bool) -> None:
-    """The floor: frozen backbone forward + backward, gradients to the input embeddings only."""
-    x = embeds.detach().requires_grad_(True)
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
-    with ctx:
-        out = backbone.base_model(inputs_embeds=x).last_hidden_state
-    out.float().pow(2).mean().backward()
 
 
 def summarise(prof, wall_s: float, steps: int) -> dict:
@@ -127,17 +118,12 @@ def main() -> None:
         summary["unprofiled_s_per_step"] = (time.perf_counter() - t0) / args.steps
         report["variants"][name] = summary
         tokens_per_step[name] = n_tokens / args.steps
-        backbone = objective.model.backbone
         del objective, opt
 
     # the bare backbone on the same token count: rows of 160 positions, as many as the step read
     rows = max(1, round(max(tokens_per_step.values()) / 160))
-    embeds = torch.randn(rows, 160, backbone.config.hidden_size) * 0.05
-    from components.modeling.factory import build_model
-
-    floor = build_model(card, tables.users, config.model)
-    floor.frozen_weights_to_bf16()  # the faster floor: bf16 weights read as they are (where bf16)
-    bare = floor.backbone
+    bare, _, _ = bare_backbone(card, tables, config)
+    embeds = torch.randn(rows, 160, bare.config.hidden_size) * 0.05
     bare_step(bare, embeds, bf16)
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -87,6 +87,27 @@ def timed_step(objective, opt, batch, config) -> tuple[float, int]:
     return time.perf_counter() - t0, out.tokens
 
 
+def bare_step(backbone, embeds: torch.Tensor, bf16: bool) -> None:
+    """The floor a training step is held against (issue 25): the frozen backbone's forward and
+    backward on `embeds`, gradients to the input embeddings only, no adapters, no project code."""
+    x = embeds.detach().requires_grad_(True)
+    device = x.device.type
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if bf16 else torch.autocast(device, enabled=False)
+    with ctx:
+        out = backbone.base_model(inputs_embeds=x).last_hidden_state
+    out.float().pow(2).mean().backward()
+
+
+def bare_backbone(card, tables, config, cache_dir=None):
+    """The profile's backbone as the floor runs it: its frozen weights in bf16 where the model uses
+    bf16 (`InstructUE.frozen_weights_to_bf16`, the faster of the two floors), and that precision."""
+    from components.modeling.factory import build_model
+
+    floor = build_model(card, tables.users, config.model, cache_dir)
+    floor.frozen_weights_to_bf16()
+    return floor.backbone, bool(floor.uses_bf16()), floor.device
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="movielens-100k")

@@ -81,6 +81,11 @@ class ModelConfig(BaseModel):
         description="training: InfoNCE's answers embedded by the frozen sentence encoder through a "
         "learned projection (a locked text tower, as LiT) instead of by the backbone",
     )
+    reconstruction_head: bool = Field(
+        False,
+        description="training: linear heads from the embedding to the user's mean event vector and "
+        "tabular numbers, for the reconstruction loss (`alpha_rec`)",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="training: keep each decoder layer's input only and recompute the layer in the "
@@ -98,7 +103,8 @@ class ModelConfig(BaseModel):
             data.pop("adapter_init", None)
         if not self.gradient_checkpointing:  # and `gradient_checkpointing`
             data.pop("gradient_checkpointing", None)
-        recipe = ("layers", "summary_tokens", "adapter_norm", "soft_token_rms", "answer_encoder")
+        recipe = ("layers", "summary_tokens", "adapter_norm", "soft_token_rms", "answer_encoder",
+                  "reconstruction_head")  # fmt: skip
         for name in recipe:  # and the recipe's switches
             if data.get(name) in (None, False):
                 data.pop(name, None)

@@ -159,6 +159,12 @@ class InstructUE(nn.Module):
                 raise ValueError("model.answer_encoder needs the multi-encoder input (its sentence encoder)")
             width = spec.encoder_dim
             self.answer_projection = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, d))
+        self.reconstruction = nn.ModuleDict()  # `reconstruction_head`: embedding -> the user's inputs
+        if config.reconstruction_head:
+            if multi and self.sequence_sources:
+                self.reconstruction["events"] = nn.Linear(d, spec.encoder_dim)
+            if self.tabular_source is not None and spec.tabular.numeric:
+                self.reconstruction["tabular"] = nn.Linear(d, len(spec.tabular.numeric))
         self.tabular = None
         if self.tabular_source is not None and multi:
             self.tabular = TabularEmbedder(spec.tabular, config.tabular_dim)
@@ -344,12 +350,13 @@ class InstructUE(nn.Module):
         vec = self.encoder.encode(texts).to(self.device).float()
         return self.answer_projection(vec).float()
 
-    def _summary_tokens(self, batch: UserBatch, vec: torch.Tensor | None) -> torch.Tensor:
-        """(B * S, d): per user and sequence source, the mean of the source's event vectors through
-        its summary adapter (user by user, sources in card order; the rows `multi_encoder_rows`
-        numbers after the tabular tokens). A source without events summarises to the zero vector."""
+    def event_means(self, batch: UserBatch, vec: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S, encoder_dim) float32: each user's mean event vector per sequence source (zeros for a
+        source without events); `vec` is the batch's encoded events if already at hand."""
         S, B = len(self.sequence_sources), batch.n_users
         dim = self.spec.encoder_dim
+        if vec is None and batch.event_texts:
+            vec = self.encoder.encode(batch.event_texts).to(self.device)
         sums = torch.zeros(B * S, dim, device=self.device)
         counts = torch.zeros(B * S, 1, device=self.device)
         if vec is not None and len(vec):
@@ -358,7 +365,26 @@ class InstructUE(nn.Module):
             )
             sums = sums.index_add(0, key, vec.float())
             counts = counts.index_add(0, key, torch.ones(len(key), 1, device=self.device))
-        means = (sums / counts.clamp_min(1)).view(B, S, dim)
+        return (sums / counts.clamp_min(1)).view(B, S, dim)
+
+    def reconstruct(self, embedding: torch.Tensor, batch: UserBatch) -> list[tuple[torch.Tensor, ...]]:
+        """(predicted, target) pairs of the reconstruction heads (`reconstruction_head`): the user's
+        mean event vector over all sequence sources, and the tabular numbers (standardised)."""
+        out = []
+        if "events" in self.reconstruction:
+            target = self.event_means(batch).mean(1)
+            out.append((self.reconstruction["events"](embedding.float()), target))
+        if "tabular" in self.reconstruction:
+            target = batch.numeric.to(self.device).float()
+            out.append((self.reconstruction["tabular"](embedding.float()), target))
+        return out
+
+    def _summary_tokens(self, batch: UserBatch, vec: torch.Tensor | None) -> torch.Tensor:
+        """(B * S, d): per user and sequence source, the mean of the source's event vectors through
+        its summary adapter (user by user, sources in card order; the rows `multi_encoder_rows`
+        numbers after the tabular tokens). A source without events summarises to the zero vector."""
+        B, S = batch.n_users, len(self.sequence_sources)
+        means = self.event_means(batch, vec)
         out = [self.summaries[s](means[:, j]) for j, s in enumerate(self.sequence_sources)]
         return torch.stack(out, 1).reshape(B * S, self.dim).to(self.tokens.special.dtype)
 

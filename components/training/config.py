@@ -20,6 +20,7 @@ from components.merging.config import MergeSettings
 from components.modeling.config import ModelConfig
 from components.modeling.lora import LoraSettings
 from components.modeling.tmole import TMoLESettings
+from components.training.param_groups import GroupSettings, ParamGroup
 from components.training.s2sched import S2SchedConfig
 
 PROFILES = ("tiny", "quick", "paper")
@@ -77,10 +78,16 @@ class TrainConfig(BaseModel):
     same_side: bool = True
     alpha_lm: float = Field(1.0, ge=0)
     alpha_cl: float = Field(1.0, ge=0)
+    alpha_rec: float = Field(
+        0.0, ge=0, description="weight of the input reconstruction loss (needs model.reconstruction_head)"
+    )
     # -- optimiser -----------------------------------------------------------------------------
     steps: int = Field(100, ge=1, description="optimizer steps")
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    groups: dict[ParamGroup, GroupSettings] = Field(
+        default_factory=dict, description="per parameter group lr / weight_decay (param_groups.py)"
+    )
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     grad_accum: int = Field(1, ge=1)
@@ -99,6 +106,8 @@ class TrainConfig(BaseModel):
             problems.append("batch_embedding must be >= 2: InfoNCE needs in-batch negatives")
         if not self.no_ntp and self.batch_generative < 1:
             problems.append("batch_generative must be >= 1 unless no_ntp")
+        if self.alpha_rec > 0 and not self.model.reconstruction_head:
+            problems.append("alpha_rec > 0 needs model.reconstruction_head=true (the heads it trains)")
         if self.task_batches is not None:
             if self.scheduling is not Scheduling.S2SCHED:
                 problems.append("task_batches composes S2Sched's batches: it needs scheduling=s2sched")

@@ -130,6 +130,7 @@ class LossTerms:
     total: torch.Tensor
     lm: torch.Tensor | None
     cl: torch.Tensor | None
+    rec: torch.Tensor | None = None  # the input reconstruction term (`reconstruction_loss`)
 
     def detached(self) -> dict[str, float]:
         out = {"loss": float(self.total.detach())}
@@ -137,14 +138,36 @@ class LossTerms:
             out["loss_lm"] = float(self.lm.detach())
         if self.cl is not None:
             out["loss_cl"] = float(self.cl.detach())
+        if self.rec is not None:
+            out["loss_rec"] = float(self.rec.detach())
         return out
 
 
 def joint_loss(
-    lm: torch.Tensor | None, cl: torch.Tensor | None, alpha_lm: float = 1.0, alpha_cl: float = 1.0
+    lm: torch.Tensor | None,
+    cl: torch.Tensor | None,
+    alpha_lm: float = 1.0,
+    alpha_cl: float = 1.0,
+    rec: torch.Tensor | None = None,
+    alpha_rec: float = 0.0,
 ) -> LossTerms:
-    """Eq. 5: alpha_lm * L_lm + alpha_cl * L_cl; a branch that did not run contributes nothing."""
-    parts = [w * t for w, t in ((alpha_lm, lm), (alpha_cl, cl)) if t is not None]
+    """Eq. 5: alpha_lm * L_lm + alpha_cl * L_cl (+ alpha_rec * L_rec, our addition); a branch that
+    did not run contributes nothing."""
+    terms = ((alpha_lm, lm), (alpha_cl, cl), (alpha_rec, rec))
+    parts = [w * t for w, t in terms if t is not None]
     if not parts:
         raise ValueError("no loss term: both the generative and the embedding branch are switched off")
-    return LossTerms(total=torch.stack(parts).sum(), lm=lm, cl=cl)
+    return LossTerms(total=torch.stack(parts).sum(), lm=lm, cl=cl, rec=rec)
+
+
+def reconstruction_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between each user's predicted and true input summary, both centred over the batch
+    (mean over users). Centred, because users' mean event vectors share one dominant direction
+    (raw cosines near 1 whatever the prediction): what is scored is how a user differs from the
+    batch. Not in InstructUE: a dense per-user signal that asks the embedding to keep, linearly
+    readable, what its input held (the encoder's mean event vector, the tabular features)."""
+    if predicted.shape != target.shape or predicted.ndim != 2:
+        shapes = f"{tuple(predicted.shape)}, {tuple(target.shape)}"
+        raise ValueError(f"reconstruction_loss needs two (B, k) tensors, got {shapes}")
+    p, t = centre_groups(predicted.float()), centre_groups(target.float())
+    return (1 - F.cosine_similarity(p, t, dim=-1, eps=1e-6)).mean()

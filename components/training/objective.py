@@ -22,7 +22,7 @@ from torch import nn
 
 from components.modeling.config import Pooling
 from components.modeling.inputs import GROUP_OVERHEAD, Plan
-from components.modeling.model import InstructUE
+from components.modeling.model import InstructUE, UserBatch
 from components.modeling.profile import UserProfile
 from components.modeling.tmole import Branch, Route
 from components.training.data import Example, task_name
@@ -33,6 +33,7 @@ from components.training.losses import (
     info_nce,
     joint_loss,
     next_token_loss,
+    reconstruction_loss,
     shift_labels,
 )
 
@@ -52,6 +53,7 @@ class ObjectiveSettings:
     centre: bool = False  # Eq. 2-4 on centred embeddings (per task with in_task_negatives)
     # the decoder runs per group of similar lengths (`InstructUE.decode_padded`); None: one padded pass
     group_overhead: int | None = GROUP_OVERHEAD
+    alpha_rec: float = 0.0  # the reconstruction loss's weight (`losses.reconstruction_loss`; 0: off)
     # the branches' sequences and the answers decoded in one call, routed per row (`Objective._decode`)
     fuse_passes: bool = True
 
@@ -65,6 +67,7 @@ class _Rows:
     target: torch.Tensor | None  # next-token targets (IGNORE where none)
     user_pos: list[int]  # `<USER>` positions (none for answer rows)
     mask: torch.Tensor
+    batch: UserBatch | None = None  # the users' planned blocks (none for answer rows)
 
 
 @dataclass
@@ -151,6 +154,11 @@ class Objective(nn.Module):
             if gen:
                 lm = self._lm(hidden[k], parts[k][0].target)
                 k += 1
+        rec = None
+        if emb and s.alpha_rec > 0 and m.reconstruction:  # on the raw states, before any centring
+            pairs = m.reconstruct(users, parts[0][0].batch)
+            n = len(users)
+            rec = torch.stack([reconstruction_loss(p[:n], t[:n]) for p, t in pairs]).mean()
         if emb:
             answers = m.embed_answers(texts) if by_encoder else self._last_states(hidden[k], parts[k][0])
             same = torch.tensor([[a == b for b in texts] for a in texts], device=m.device)
@@ -162,7 +170,7 @@ class Objective(nn.Module):
                 users, answers = centre_groups(users, groups), centre_groups(answers, groups)
             cl = info_nce(users, answers, s.temperature, s.margin, s.same_side, known_positive=same)
         examples = len(set(map(id, emb)) | set(map(id, gen)))
-        return StepOutput(joint_loss(lm, cl, s.alpha_lm, s.alpha_cl), tokens, examples)
+        return StepOutput(joint_loss(lm, cl, s.alpha_lm, s.alpha_cl, rec, s.alpha_rec), tokens, examples)
 
     def _user_rows(self, examples: list[Example], n_answers: int) -> _Rows:
         """[block][instruction]<USER> for every example, plus [answer]<eos> for the first
@@ -183,7 +191,7 @@ class Objective(nn.Module):
         target = torch.full(plan.codes.shape, IGNORE, dtype=torch.long)
         for i, lab in enumerate(labels):
             target[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
-        return _Rows(plan, soft, target.to(m.device), user_pos, plan.mask.to(m.device))
+        return _Rows(plan, soft, target.to(m.device), user_pos, plan.mask.to(m.device), batch)
 
     def _answer_rows(self, texts: list[str]) -> _Rows:
         """The answers alone (their last token's state embeds them), through the same backbone."""

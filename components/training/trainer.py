@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from components.training.config import Adapter, Scheduling, TrainConfig
+from components.training.param_groups import param_groups
 from components.training.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -144,12 +145,13 @@ def train(
     settings = ObjectiveSettings(
         n_embedding=config.n_embedding, n_generative=config.n_generative, temperature=config.temperature,
         margin=config.margin, same_side=config.same_side, alpha_lm=config.alpha_lm,
-        alpha_cl=config.alpha_cl, max_answer_tokens=config.max_answer_tokens,
+        alpha_cl=config.alpha_cl, alpha_rec=config.alpha_rec, max_answer_tokens=config.max_answer_tokens,
         in_task_negatives=config.task_batches is not None, centre=config.centre,
     )  # fmt: skip
     objective = Objective(model, settings, profiles, tables.users)
-    params = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    groups = param_groups(objective.named_parameters(), config.groups, config.lr, config.weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     warmup = int(config.warmup_ratio * config.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.steps, warmup, config.min_lr_ratio)
