@@ -89,7 +89,6 @@ class UserBatch:
     numeric: torch.Tensor  # (B, F_num)
     categorical: torch.Tensor  # (B, F_cat)
     event_user: list[int] = field(default_factory=list)  # the user (row of the batch) of each event
-    n_users: int = 0
 
 
 @dataclass
@@ -140,8 +139,9 @@ class InstructUE(nn.Module):
         self.token_ids = self.tokens.token_ids
         hidden = config.adapter_hidden or d
         matched = config.adapter_init is AdapterInit.TOKEN_STATS
-        rows = backbone.get_input_embeddings().weight.detach().float()
-        out_rms = float(rows.pow(2).mean().sqrt()) if config.soft_token_rms else None
+        out_rms = None
+        if config.soft_token_rms:  # the token rows' RMS: read once, only where it is used
+            out_rms = float(backbone.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
         shape = {"norm": config.adapter_norm, "out_rms": out_rms}
         self.adapters = nn.ModuleDict()
         self.summaries = nn.ModuleDict()  # `summary_tokens`: one adapter per sequence source
@@ -265,9 +265,7 @@ class InstructUE(nn.Module):
             counts, self.block_sources, self.tabular_source, n_feat, self.token_ids,
             summaries=self.config.summary_tokens,
         )  # fmt: skip
-        return UserBatch(
-            Plan.pad(rows), texts, source, torch.from_numpy(num), torch.from_numpy(cat), owner, len(profiles)
-        )
+        return UserBatch(Plan.pad(rows), texts, source, torch.from_numpy(num), torch.from_numpy(cat), owner)
 
     def _serialised(self, profiles: list[UserProfile], users: pd.DataFrame) -> list[dict[str, list[int]]]:
         """Text-only input: each source's events joined as text and tokenised, oldest dropped first."""
@@ -353,7 +351,7 @@ class InstructUE(nn.Module):
     def event_means(self, batch: UserBatch, vec: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S, encoder_dim) float32: each user's mean event vector per sequence source (zeros for a
         source without events); `vec` is the batch's encoded events if already at hand."""
-        S, B = len(self.sequence_sources), batch.n_users
+        S, B = len(self.sequence_sources), len(batch.plan.lengths)
         dim = self.spec.encoder_dim
         if vec is None and batch.event_texts:
             vec = self.encoder.encode(batch.event_texts).to(self.device)
@@ -383,7 +381,7 @@ class InstructUE(nn.Module):
         """(B * S, d): per user and sequence source, the mean of the source's event vectors through
         its summary adapter (user by user, sources in card order; the rows `multi_encoder_rows`
         numbers after the tabular tokens). A source without events summarises to the zero vector."""
-        B, S = batch.n_users, len(self.sequence_sources)
+        B, S = len(batch.plan.lengths), len(self.sequence_sources)
         means = self.event_means(batch, vec)
         out = [self.summaries[s](means[:, j]) for j, s in enumerate(self.sequence_sources)]
         return torch.stack(out, 1).reshape(B * S, self.dim).to(self.tokens.special.dtype)

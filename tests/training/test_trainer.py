@@ -385,10 +385,10 @@ def test_gradient_checkpointing_gives_the_gradients_of_a_plain_pass(adapter, qa_
     assert max_diff(plain, checkpointed) < 1e-5
 
 
-@pytest.mark.parametrize("adapter", ["tmole", "lora"])
-def test_grouped_decoding_gives_the_losses_and_gradients_of_one_padded_pass(adapter, qa_data, model_cache):
-    """`ObjectiveSettings.group_overhead`: both branches and the answers decoded per length group,
-    each group under its own rows' TMoLE routes, reach the losses and gradients of padded passes."""
+def one_step(qa_data: Path, model_cache: Path, adapter: str, **settings):
+    """Loss terms and gradients of one micro-batch (8 embedding, 4 generative examples) on a fresh
+    tiny model, in eval mode (no dropout, so two calls see the same computation); `settings` go to
+    `ObjectiveSettings`."""
     from components.ingestion.contract import read_tables
     from components.modeling.factory import build_model
     from components.modeling.profile import build_profiles
@@ -402,26 +402,33 @@ def test_grouped_decoding_gives_the_losses_and_gradients_of_one_padded_pass(adap
     tasks = [task_name(e) for e in examples]
     config = tiny(f"adapter={adapter}")
     profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
+    torch.manual_seed(0)
+    model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
+    objective = Objective(model, ObjectiveSettings(n_embedding=8, n_generative=4, margin=None, **settings),
+                          profiles, tables.users).eval()  # fmt: skip
+    terms = objective(examples[:8], examples[:4], tasks[:8], tasks[:4]).terms
+    terms.total.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return terms, grads
 
-    def run(overhead: int | None):
-        torch.manual_seed(0)
-        model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
-        settings = ObjectiveSettings(n_embedding=8, n_generative=4, margin=None, group_overhead=overhead)
-        objective = Objective(model, settings, profiles, tables.users).eval()  # no dropout: same masks
-        terms = objective(examples[:8], examples[:4], tasks[:8], tasks[:4]).terms
-        terms.total.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        return terms, grads
 
-    (padded, g_padded), (grouped, g_grouped) = run(None), run(0)
+def worst_relative(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest gradient difference, relative to each tensor's largest entry."""
+    return max(float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-8)) for k in a)
+
+
+@pytest.mark.parametrize("adapter", ["tmole", "lora"])
+def test_grouped_decoding_gives_the_losses_and_gradients_of_one_padded_pass(adapter, qa_data, model_cache):
+    """`ObjectiveSettings.group_overhead`: both branches and the answers decoded per length group,
+    each group under its own rows' TMoLE routes, reach the losses and gradients of padded passes."""
+    padded, g_padded = one_step(qa_data, model_cache, adapter, group_overhead=None)
+    grouped, g_grouped = one_step(qa_data, model_cache, adapter, group_overhead=0)
     for name in ("total", "lm", "cl"):
         a, b = (float(getattr(t, name).detach()) for t in (padded, grouped))
         assert abs(a - b) < 1e-5, name
     assert g_padded.keys() == g_grouped.keys() and len(g_padded) > 10
     # float rounding only: another summation order in the attention and the matmuls of each group
-    worst = max(float((g_padded[k] - g_grouped[k]).abs().max() / g_padded[k].abs().max().clamp_min(1e-8))
-                for k in g_padded)  # fmt: skip
-    assert worst < 1e-4
+    assert worst_relative(g_padded, g_grouped) < 1e-4
 
 
 @pytest.mark.parametrize("adapter", ["tmole", "lora"])
@@ -429,35 +436,10 @@ def test_fused_passes_give_the_losses_and_gradients_of_separate_passes(adapter, 
     """`ObjectiveSettings.fuse_passes`: the embedding and generative sequences and the answers in one
     decoder call, routed per row, reach the losses and gradients of one call per part (the optimised
     step against the eager reference, issue 25)."""
-    from components.ingestion.contract import read_tables
-    from components.modeling.factory import build_model
-    from components.modeling.profile import build_profiles
-    from components.training.data import load_examples
-    from components.training.objective import Objective, ObjectiveSettings
-    from components.training.trainer import add_adapter
-
-    card, tables = read_tables(qa_data)
-    examples = load_examples(qa_data, max_records=12, seed=0)
-    ids = sorted({e.user_id for e in examples})
-    tasks = [task_name(e) for e in examples]
-    config = tiny(f"adapter={adapter}")
-    profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
-
-    def run(fuse: bool):
-        torch.manual_seed(0)
-        model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
-        settings = ObjectiveSettings(n_embedding=8, n_generative=4, margin=None, fuse_passes=fuse)
-        objective = Objective(model, settings, profiles, tables.users).eval()  # no dropout: same masks
-        terms = objective(examples[:8], examples[:4], tasks[:8], tasks[:4]).terms
-        terms.total.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        return terms, grads
-
-    (separate, g_separate), (fused, g_fused) = run(False), run(True)
+    separate, g_separate = one_step(qa_data, model_cache, adapter, fuse_passes=False)
+    fused, g_fused = one_step(qa_data, model_cache, adapter, fuse_passes=True)
     for name in ("total", "lm", "cl"):
         a, b = (float(getattr(t, name).detach()) for t in (separate, fused))
         assert abs(a - b) <= 1e-3 * abs(a) + 1e-6, name
     assert g_separate.keys() == g_fused.keys() and len(g_separate) > 10
-    worst = max(float((g_separate[k] - g_fused[k]).abs().max() / g_separate[k].abs().max().clamp_min(1e-8))
-                for k in g_separate)  # fmt: skip
-    assert worst < 1e-3
+    assert worst_relative(g_separate, g_fused) < 1e-3
