@@ -59,12 +59,12 @@ def probe_model(model_dir: Path, card, tables, users: list[int], seeds: tuple[in
     return {"universal": round(universal, 4), "manual": round(manual, 4)}
 
 
-def curve(recipe: str, overrides: list[str], steps: list[int], data_dir: Path, seeds: tuple[int, ...]) -> dict:
+def curve(recipe: str, overrides: list[str], steps: list[int], data_dir: Path, seeds: tuple[int, ...]):
     card, tables = read_tables(data_dir)
     users = sorted(tables.users.loc[tables.users["split"] == Split.PROBE.value, "user_id"].astype(int))
     every = reduce(math.gcd, [s for s in steps if s > 0])
-    config = load_profile("quick", [*RECIPES[recipe], *overrides, f"steps={max(steps)}",
-                                    f"checkpoint_every={every}", f"keep_checkpoints={max(steps) // every}"])  # fmt: skip
+    schedule = [f"steps={max(steps)}", f"checkpoint_every={every}", f"keep_checkpoints={max(steps) // every}"]
+    config = load_profile("quick", [*RECIPES[recipe], *overrides, *schedule])
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)
@@ -76,7 +76,8 @@ def curve(recipe: str, overrides: list[str], steps: list[int], data_dir: Path, s
             if step not in folders:
                 raise SystemExit(f"no checkpoint of step {step} in {sorted(folders)}")
             wall = round(folders[step].stat().st_mtime - start, 1) if step else 0.0
-            points.append({"step": step, "wall_s": wall, **probe_model(folders[step], card, tables, users, seeds)})
+            probed = probe_model(folders[step], card, tables, users, seeds)
+            points.append({"step": step, "wall_s": wall, **probed})
             print(points[-1], flush=True)
     return {"recipe": recipe, "overrides": [*RECIPES[recipe], *overrides], "points": points,
             "train_wall_s": round(result.wall_s, 1), "tokens_per_s": round(result.tokens_per_s, 1),
@@ -119,7 +120,8 @@ def main() -> None:
         raise SystemExit(f"--steps needs at least two non-negative steps, got {args.steps!r}")
     got = curve(args.recipe, args.overrides, steps, ROOT / "data" / args.dataset, tuple(range(args.seeds)))
     report = json.loads(OUT.read_text()) if OUT.is_file() else {"benchmark": "learning_curve", "curves": {}}
-    report["curves"][args.recipe] = {**got, "machine": machine(), "command": shlex.join(["python", *sys.argv])}
+    command = shlex.join(["python", *sys.argv])
+    report["curves"][args.recipe] = {**got, "machine": machine(), "command": command}
     report["plot"] = str(plot(report["curves"], OUT.with_suffix(".png")).relative_to(ROOT))
     write_result(OUT, report)
 
