@@ -183,6 +183,10 @@ def sentence_encoder_features(chunks: list[list[str]], encoder) -> np.ndarray:
     return out
 
 
+RAW_BACKBONE_RESETS = ("layers", "summary_tokens", "adapter_norm", "soft_token_rms", "answer_encoder",
+                       "reconstruction_head", "pooling")  # fmt: skip
+
+
 def raw_backbone_features(
     card: DatasetCard,
     tables: ContractTables,
@@ -197,9 +201,14 @@ def raw_backbone_features(
     from components.modeling.embed import UserEmbedder
     from components.modeling.factory import build_model
 
-    config = model_config.model_copy(  # every source, whatever input ablation the model has
+    # Every source, whatever input ablation the model has, and none of the model's recipe switches
+    # (depth cut, summary tokens, read-out, training heads): the baseline is the backbone as shipped,
+    # whichever model it is compared with.
+    fields = type(model_config).model_fields
+    config = model_config.model_copy(
         update={"input_mode": InputMode.TEXT_ONLY, "max_text_tokens": settings.text_tokens,
-                "batch_size": settings.batch_size, "inputs": Inputs.BOTH}
+                "batch_size": settings.batch_size, "inputs": Inputs.BOTH,
+                **{name: fields[name].default for name in RAW_BACKBONE_RESETS}}
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):  # the special-token rows' init, the same every time
         torch.manual_seed(settings.seed)

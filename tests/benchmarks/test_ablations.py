@@ -38,11 +38,12 @@ def test_every_variant_changes_what_its_row_says(ablations, profile):
     want = {
         "text_only": {"model": full.model.model_copy(update={"input_mode": InputMode.TEXT_ONLY,
                                                              "max_text_tokens": 256,
-                                                             "gradient_checkpointing": True})},
+                                                             "gradient_checkpointing": True,
+                                                             "answer_encoder": False})},
         "no_sequences": {"model": full.model.model_copy(update={"inputs": Inputs.TABULAR})},
         "no_tabular": {"model": full.model.model_copy(update={"inputs": Inputs.SEQUENCES})},
         "no_ntp": {"no_ntp": True},
-        "no_contrastive": {"no_contrastive": True},
+        "no_contrastive": {"no_contrastive": True, "no_ntp": False},
         "mean_pooling": {"model": full.model.model_copy(update={"pooling": Pooling.MEAN})},
         "no_merge": {"merge": full.merge.model_copy(update={"enabled": False})},
         "no_s2sched": {"scheduling": Scheduling.UNIFORM, "task_batches": None},  # they need S2Sched

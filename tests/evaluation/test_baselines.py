@@ -107,3 +107,22 @@ def test_data_fingerprint_changes_with_the_events(dataset):
     events.loc[0, "text"] = "changed"
     events.to_parquet(dataset / "events.parquet")
     assert data_fingerprint(dataset) != before
+
+
+def test_raw_backbone_baseline_ignores_the_models_recipe_switches(tiny_card, tiny_tables, tiny_backbone,
+                                                                  tiny_encoder, tmp_path):  # fmt: skip
+    """The quick profile's recipe (a cut backbone, LiT answers, mean pooling) once made this baseline
+    fail to build (text-only input has no sentence encoder for the answers); it must be the plain
+    backbone's `<USER>` state whichever model it is compared with."""
+    from components.evaluation.baselines import raw_backbone_features
+    from components.modeling.config import ModelConfig
+
+    plain = ModelConfig(backbone=str(tiny_backbone), encoder=str(tiny_encoder), bf16=False)
+    recipe = plain.model_copy(update={"layers": 1, "summary_tokens": True, "adapter_norm": True,
+                                      "soft_token_rms": True, "answer_encoder": True,
+                                      "reconstruction_head": True, "pooling": "mean"})  # fmt: skip
+    settings = BaselineSettings(names=[Baseline.RAW_BACKBONE], text_tokens=64, batch_size=4)
+    ids = [1, 2, 3, 4]
+    got = [raw_backbone_features(tiny_card, tiny_tables, ids, c, settings, tmp_path) for c in (plain, recipe)]
+    assert got[0].shape[0] == 4
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-5, atol=1e-6)
