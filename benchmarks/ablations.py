@@ -85,8 +85,12 @@ VARIANTS = (
         3,
         "Text only (256 tokens)",
         # answers through the backbone's states: text input loads no sentence encoder for LiT
-        ("model.input_mode=text_only", "model.max_text_tokens=256", "model.gradient_checkpointing=true",
-         "model.answer_encoder=false"),
+        (
+            "model.input_mode=text_only",
+            "model.max_text_tokens=256",
+            "model.gradient_checkpointing=true",
+            "model.answer_encoder=false",
+        ),
     ),  # fmt: skip
     Variant("no_sequences", 3, "w/o sequences", ("model.inputs=tabular",)),
     Variant("no_tabular", 3, "w/o tabular", ("model.inputs=sequences",)),
