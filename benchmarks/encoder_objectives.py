@@ -59,8 +59,8 @@ def event_vectors(data_dir: Path, users: list[int]) -> tuple[torch.Tensor, dict,
     ev = ev.assign(row=ev["text"].map(row), profile=profile)
     history, future = {}, {}
     for u, g in ev.groupby("user_id", sort=False):
-        history[int(u)] = torch.as_tensor(g.loc[g["profile"], "row"].to_numpy()[-MAX_EVENTS:])
-        future[int(u)] = torch.as_tensor(g.loc[~g["profile"], "row"].to_numpy())
+        history[int(u)] = torch.tensor(g.loc[g["profile"], "row"].to_numpy()[-MAX_EVENTS:])
+        future[int(u)] = torch.tensor(g.loc[~g["profile"], "row"].to_numpy())
     return vectors, history, future
 
 
