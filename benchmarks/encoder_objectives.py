@@ -46,10 +46,9 @@ MAX_EVENTS = 64
 PROBE_SEEDS = (0, 1, 2)
 
 
-def event_vectors(data_dir: Path, users: list[int]) -> tuple[torch.Tensor, dict, dict]:
+def event_vectors(tables, users: list[int]) -> tuple[torch.Tensor, dict, dict]:
     """Encoder vectors of every distinct event text, and per user the rows of its last 64 profile
     events and of all its future events."""
-    card, tables = read_tables(data_dir)
     ev = tables.events[tables.events["user_id"].isin(users)]
     profile = profile_mask(ev, tables.cutoffs[tables.cutoffs["user_id"].isin(users)])
     texts = sorted(set(ev["text"]))
@@ -106,12 +105,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="training seeds (each its own split of the users)")
     p.add_argument("--dataset", default="movielens-100k")
     args = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    data_dir = ROOT / "data" / args.dataset
-    card, tables = read_tables(data_dir)
+    card, tables = read_tables(ROOT / "data" / args.dataset)
     tasks = [t.name for t in card.tasks]
     users = validation_users(tables)
-    vectors, history, future = event_vectors(data_dir, users)
+    vectors, history, future = event_vectors(tables, users)
     scores: dict[str, list[float]] = {}
 
     def probe(name: str, matrix: torch.Tensor, held_out: list[int]) -> None:

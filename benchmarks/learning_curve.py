@@ -35,7 +35,7 @@ from components.ingestion import read_tables
 from components.ingestion.contract import Split
 from components.modeling.embed import UserEmbedder
 from components.modeling.factory import load_model
-from components.training.checkpoint import complete_checkpoints
+from components.training.checkpoint import step_dir
 from components.training.config import load_profile
 from components.training.trainer import INITIAL_DIR, train
 
@@ -70,13 +70,10 @@ def curve(recipe: str, overrides: list[str], steps: list[int], data_dir: Path, s
         run = Path(tmp)
         result = train(config, data_dir, run, progress=True)
         start = (run / INITIAL_DIR).stat().st_mtime
-        folders = {0: run / INITIAL_DIR}
-        folders |= {int(p.name.split("-")[-1]): p for p in complete_checkpoints(run)}
         for step in steps:
-            if step not in folders:
-                raise SystemExit(f"no checkpoint of step {step} in {sorted(folders)}")
-            wall = round(folders[step].stat().st_mtime - start, 1) if step else 0.0
-            probed = probe_model(folders[step], card, tables, users, seeds)
+            folder = step_dir(run, step) if step else run / INITIAL_DIR
+            wall = round(folder.stat().st_mtime - start, 1) if step else 0.0
+            probed = probe_model(folder, card, tables, users, seeds)
             points.append({"step": step, "wall_s": wall, **probed})
             print(points[-1], flush=True)
     return {"recipe": recipe, "overrides": [*RECIPES[recipe], *overrides], "points": points,

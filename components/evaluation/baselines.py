@@ -183,10 +183,6 @@ def sentence_encoder_features(chunks: list[list[str]], encoder) -> np.ndarray:
     return out
 
 
-RAW_BACKBONE_RESETS = ("layers", "summary_tokens", "adapter_norm", "soft_token_rms", "answer_encoder",
-                       "reconstruction_head", "pooling")  # fmt: skip
-
-
 def raw_backbone_features(
     card: DatasetCard,
     tables: ContractTables,
@@ -197,7 +193,7 @@ def raw_backbone_features(
     progress: bool = False,
 ) -> np.ndarray:
     """The untrained backbone's `<USER>` state over the text-only input (see the module docstring)."""
-    from components.modeling.config import InputMode, Inputs
+    from components.modeling.config import RECIPE_SWITCHES, InputMode, Inputs
     from components.modeling.embed import UserEmbedder
     from components.modeling.factory import build_model
 
@@ -208,7 +204,7 @@ def raw_backbone_features(
     config = model_config.model_copy(
         update={"input_mode": InputMode.TEXT_ONLY, "max_text_tokens": settings.text_tokens,
                 "batch_size": settings.batch_size, "inputs": Inputs.BOTH,
-                **{name: fields[name].default for name in RAW_BACKBONE_RESETS}}
+                **{name: fields[name].default for name in (*RECIPE_SWITCHES, "pooling")}}
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):  # the special-token rows' init, the same every time
         torch.manual_seed(settings.seed)

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
+# Issue 26's recipe switches: off by default, left out of a saved config while off (see
+# `_omit_default_inputs`), and reset by baselines that must read the backbone as shipped.
+RECIPE_SWITCHES = ("layers", "summary_tokens", "adapter_norm", "soft_token_rms", "answer_encoder",
+                   "reconstruction_head")  # fmt: skip
 
 
 class Pooling(StrEnum):
@@ -103,9 +107,7 @@ class ModelConfig(BaseModel):
             data.pop("adapter_init", None)
         if not self.gradient_checkpointing:  # and `gradient_checkpointing`
             data.pop("gradient_checkpointing", None)
-        recipe = ("layers", "summary_tokens", "adapter_norm", "soft_token_rms", "answer_encoder",
-                  "reconstruction_head")  # fmt: skip
-        for name in recipe:  # and the recipe's switches
+        for name in RECIPE_SWITCHES:  # and the recipe's switches
             if data.get(name) in (None, False):
                 data.pop(name, None)
         return data
