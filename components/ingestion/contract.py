@@ -4,7 +4,8 @@ A dataset is a folder `data/<name>/` holding `schema.yaml` (the card) and four p
 
 - `users.parquet`: `user_id`, `split` (`train` or `probe`), one column per tabular feature;
 - `events.parquet`: `user_id`, `source`, `ts`, `text`, plus optional structured fields, in canonical
-  order (user, then time, then the order the reader gave);
+  order (`event_order`: user, time, then the event's own key: source, `item_id` when the table has
+  one, text; never the order of the input, so shuffled input cuts the same way);
 - `labels.parquet`: `user_id`, `task`, `label` (0/1), computed from data after the user's cut-off;
 - `cutoffs.parquet`: `user_id`, `as_of`, `n_profile`: the profile is the user's first `n_profile`
   events in canonical order, all of which happen at or before `as_of`, the first future event's time.
@@ -50,6 +51,14 @@ REQUIRED_COLUMNS: dict[Table, tuple[str, ...]] = {
     Table.LABELS: ("user_id", "task", "label"),
     Table.CUTOFFS: ("user_id", "as_of", "n_profile"),
 }
+
+
+TIE_BREAK = ("source", "item_id", "text")  # equal timestamps: the event's own key, never input order
+
+
+def event_order(events: pd.DataFrame) -> list[str]:
+    """The columns that sort events into canonical order (the optional `item_id` when present)."""
+    return ["user_id", "ts", *(c for c in TIE_BREAK if c in events.columns)]
 
 
 @dataclass

@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from components.ingestion.card import DatasetCard, FeatureType
-from components.ingestion.contract import REQUIRED_COLUMNS, TS_DTYPE, ContractTables, Table, split_for
+from components.ingestion.contract import (
+    REQUIRED_COLUMNS,
+    TS_DTYPE,
+    ContractTables,
+    Table,
+    event_order,
+    split_for,
+)
 
 ROW = "_row"  # positional row id added before validation, so failures map back to input rows
 REASON = "reason"
@@ -77,11 +84,67 @@ def check_structure(chunk: ContractTables, card: DatasetCard) -> None:
 
 
 # -- layer 2: types ----------------------------------------------------------------------------
-def _to_int(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Integer ids as Int64; returns the mask of values present but not integers."""
-    num = pd.to_numeric(s, errors="coerce")
-    bad = s.notna().to_numpy() & ~(num.notna() & np.isfinite(num) & (num == np.round(num))).to_numpy()
-    return num.where(~bad).astype("Float64").round().astype("Int64"), bad
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_EXACT = 2**53  # a float64 holds every integer up to here exactly, and not all beyond
+
+
+def _int_value(v) -> int | None | str:
+    """One id as an exact Python int; None when missing; a reason (str) when it is not an id."""
+    if v is None or v is pd.NA or (isinstance(v, float | np.floating) and np.isnan(v)):
+        return None
+    if isinstance(v, bool | np.bool_):
+        return "not an integer"
+    if isinstance(v, int | np.integer):
+        value = int(v)
+    elif isinstance(v, float | np.floating):
+        if not np.isfinite(v) or not float(v).is_integer():
+            return "not an integer"
+        if abs(v) > FLOAT_EXACT:  # already rounded by whoever wrote it as a float: not the real id
+            return f"a float beyond 2^53, so not an exact integer ({v!r}); store ids as integers or text"
+        value = int(v)
+    elif isinstance(v, str | bytes):
+        text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+        try:
+            value = int(text.strip())
+        except ValueError:
+            return "not an integer"
+    else:
+        return "not an integer"
+    if not INT64_MIN <= value <= INT64_MAX:
+        return "outside the 64-bit integer range"
+    return value
+
+
+def _to_int_exact(s: pd.Series) -> tuple[pd.Series, dict[str, np.ndarray]]:
+    """Integer ids as Int64, read exactly (never through float64, which rounds ids above 2^53).
+
+    Returns the column and, per reason, the mask of values present but not valid ids.
+    """
+    if pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        if pd.api.types.is_unsigned_integer_dtype(s):
+            out = s.astype("UInt64")
+            over = (out > INT64_MAX).fillna(False).to_numpy()
+            return out.where(~over).astype("Int64"), {"outside the 64-bit integer range": over}
+        return s.astype("Int64"), {}
+    if pd.api.types.is_float_dtype(s):
+        x = s.to_numpy(np.float64, na_value=np.nan)
+        present = ~np.isnan(x)
+        finite = np.isfinite(x)
+        integral = finite & (np.round(np.where(finite, x, 0)) == np.where(finite, x, 0))
+        inexact = integral & (np.abs(np.where(finite, x, 0)) > FLOAT_EXACT)
+        ok = integral & ~inexact
+        out = pd.Series(pd.array(np.where(ok, x, 0).astype(np.int64), dtype="Int64"), index=s.index)
+        out[~ok] = pd.NA
+        why = "a float beyond 2^53, so not an exact integer; store ids as integers or text"
+        return out, {"not an integer": present & ~integral, why: inexact}
+    values = [_int_value(v) for v in s.to_numpy(dtype=object)]
+    out = pd.Series(pd.array([v if isinstance(v, int) else None for v in values], dtype="Int64"),
+                    index=s.index)  # fmt: skip
+    reasons: dict[str, np.ndarray] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            reasons.setdefault(v, np.zeros(len(values), bool))[i] = True
+    return out, reasons
 
 
 def _to_ts(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -134,7 +197,12 @@ def _coerce(table: Table, df: pd.DataFrame, card: DatasetCard, v: _Verdicts) -> 
         out[col], bad = conv(out[col])
         v.add(table, rows[bad], f"type({col})", why)
 
-    apply("user_id", _to_int, "user_id is not an integer")
+    def apply_int(col: str) -> None:
+        out[col], bad = _to_int_exact(out[col])
+        for reason, mask in bad.items():
+            v.add(table, rows[mask], f"type({col})", f"{col} is {reason}")
+
+    apply_int("user_id")
     if table is Table.USERS:
         apply("split", _fast_text, "split is not text")
         for f in card.features:
@@ -160,8 +228,53 @@ def _coerce(table: Table, df: pd.DataFrame, card: DatasetCard, v: _Verdicts) -> 
         out["label"] = label
     elif table is Table.CUTOFFS:
         apply("as_of", _to_ts, "as_of is not a parseable timestamp")
-        apply("n_profile", _to_int, "n_profile is not an integer")
+        apply_int("n_profile")
     return out
+
+
+# -- cross-table: the cut-off against the user's events ------------------------------------------
+def canonical_order(events: pd.DataFrame) -> pd.DataFrame:
+    """Events in the contract's canonical order (`contract.event_order`): shuffled input gives the
+    same table, so the same data always cuts into the same profile and future."""
+    return events.sort_values(event_order(events), kind="stable", key=_sortable)
+
+
+def _sortable(column: pd.Series) -> pd.Series:
+    """Mixed-type object columns (an `item_id` of ints and text) sort as text; typed ones as they are."""
+    return column.astype("string") if pd.api.types.is_object_dtype(column) else column
+
+
+def cutoff_violations(events: pd.DataFrame, cutoffs: pd.DataFrame) -> dict[str, set[int]]:
+    """Users whose cut-off contradicts their (valid) events, per reason.
+
+    The contract: the profile is the first `n_profile` events in canonical order, all at or before
+    `as_of`, and no later event is before it. A cut-off that breaks this would put future data into
+    the profile (or ask for events the user does not have), so the user is quarantined.
+    """
+    if cutoffs.empty:
+        return {}
+    ev = canonical_order(events[["user_id", "ts", *_tie_columns(events)]])
+    ev = ev.assign(_pos=ev.groupby("user_id", sort=False).cumcount().to_numpy())
+    cut = cutoffs.drop_duplicates("user_id").set_index("user_id")
+    n_profile = ev["user_id"].map(cut["n_profile"])
+    as_of = ev["user_id"].map(cut["as_of"])
+    known = n_profile.notna().to_numpy()
+    in_profile = known & (ev["_pos"].to_numpy() < n_profile.fillna(0).to_numpy())
+    ts, when = ev["ts"], as_of
+    late = in_profile & (ts > when).fillna(False).to_numpy()
+    early = known & ~in_profile & (ts < when).fillna(False).to_numpy()
+    counts = ev.groupby("user_id").size().reindex(cut.index, fill_value=0)
+    too_many = cut.index[(cut["n_profile"].astype("int64") > counts).to_numpy()]
+    out = {
+        "profile event(s) after the cut-off's as_of (future data in the profile)": set(ev["user_id"][late]),
+        "event(s) after the profile dated before the cut-off's as_of": set(ev["user_id"][early]),
+        "n_profile exceeds the user's number of valid events": set(too_many),
+    }
+    return {reason: {int(u) for u in ids} for reason, ids in out.items() if ids}
+
+
+def _tie_columns(events: pd.DataFrame) -> list[str]:
+    return [c for c in event_order(events) if c not in ("user_id", "ts")]
 
 
 # -- the chunk ----------------------------------------------------------------------------------
@@ -227,6 +340,11 @@ class ChunkValidator:
         users = alive(Table.USERS)
         no_cut = ~users["user_id"].isin(with_cutoff).to_numpy()
         v.add(Table.USERS, users[ROW][no_cut], "has_cutoff(user_id)", "user has no valid cut-off row")
+        users = alive(Table.USERS)
+        for reason, ids in cutoff_violations(alive(Table.EVENTS), alive(Table.CUTOFFS)).items():
+            v.add(Table.USERS, users[ROW][users["user_id"].isin(ids).to_numpy()], "cutoff_consistent(user_id)",
+                  reason)  # fmt: skip
+        drop_orphans(Table.CUTOFFS)
         drop_orphans(Table.EVENTS)
         drop_orphans(Table.LABELS)
         valid_ids = set(alive(Table.USERS)["user_id"].astype("int64"))
@@ -243,8 +361,8 @@ class ChunkValidator:
     def _finish(self, t: Table, f: pd.DataFrame) -> pd.DataFrame:
         f = f.drop(columns=[ROW])
         f["user_id"] = f["user_id"].astype("int64")
-        if t is Table.EVENTS:  # canonical order: user, time, then input order
-            f = f.sort_values(["user_id", "ts"], kind="stable")
+        if t is Table.EVENTS:
+            f = canonical_order(f)
         elif t is Table.LABELS:
             f["label"] = f["label"].astype("int8")
         elif t is Table.CUTOFFS:

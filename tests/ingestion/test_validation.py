@@ -203,6 +203,7 @@ def test_empty_dataset_is_rejected(tiny_card, tmp_path):
 def test_card_source_without_events_is_rejected(tiny_card, tmp_path):
     tables = make_tables(tiny_card)
     tables.events = tables.events[tables.events["source"] != "searches"]
+    tables.cutoffs["n_profile"] = 2  # the clicks left before as_of: a cut-off consistent with the events
     with pytest.raises(ContractError, match=r"declares source\(s\) \['searches'\] but no valid event"):
         ingest(as_raw(tiny_card, tables), tmp_path / "data", tmp_path / "q")
 
