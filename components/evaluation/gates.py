@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from components import bounded_yaml
 
 GATES_FILE = Path("mlruns_config") / "gates.yaml"
 VARIANTS = ("universal", "manual", "tuned")
@@ -62,7 +63,7 @@ class GateConfigError(ValueError):
 
 def load_gates_file(path: Path) -> GatesFile:
     """Read and validate the whole file: every dataset entry is checked, all problems in one message."""
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else {}
+    raw = bounded_yaml.load_file(path) if Path(path).is_file() else {}
     try:
         gates = GatesFile.model_validate(raw or {})
     except ValidationError as e:

@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from components import bounded_yaml
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -172,7 +174,7 @@ class DatasetCard(_Strict):
     def load(cls, path: str | Path) -> DatasetCard:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = bounded_yaml.load_file(path)
         except FileNotFoundError:
             raise CardError(f"dataset card {path} does not exist") from None
         except (yaml.YAMLError, UnicodeDecodeError) as e:

@@ -342,8 +342,8 @@ class ChunkValidator:
         v.add(Table.USERS, users[ROW][no_cut], "has_cutoff(user_id)", "user has no valid cut-off row")
         users = alive(Table.USERS)
         for reason, ids in cutoff_violations(alive(Table.EVENTS), alive(Table.CUTOFFS)).items():
-            v.add(Table.USERS, users[ROW][users["user_id"].isin(ids).to_numpy()], "cutoff_consistent(user_id)",
-                  reason)  # fmt: skip
+            rows_of = users[ROW][users["user_id"].isin(ids).to_numpy()]
+            v.add(Table.USERS, rows_of, "cutoff_consistent(user_id)", reason)
         drop_orphans(Table.CUTOFFS)
         drop_orphans(Table.EVENTS)
         drop_orphans(Table.LABELS)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from components import bounded_yaml
 
 SETTINGS_FILE = Path("mlruns_config") / "registry.yaml"
 
@@ -42,7 +43,7 @@ class RegistrySettings(BaseModel):
     def load(cls, root: Path, path: Path | None = None) -> RegistrySettings:
         """Read `<root>/mlruns_config/registry.yaml` (or `path`); a missing file gives the defaults."""
         path = Path(path) if path else Path(root) / SETTINGS_FILE
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        raw = bounded_yaml.load_file(path) if path.is_file() else {}
         try:
             return cls.model_validate(raw or {})
         except ValueError as e:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components import bounded_yaml
 from components.merging.config import MergeSettings
 from components.modeling.config import ModelConfig
 from components.modeling.lora import LoraSettings
@@ -190,7 +191,7 @@ def load_profile(name_or_path: str | Path, overrides: list[str] | None = None) -
         raw = yaml.safe_load(profile_text(str(name_or_path)))
     elif path.suffix in (".yaml", ".yml") and path.is_file():
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = bounded_yaml.load_file(path)
         except (UnicodeDecodeError, yaml.YAMLError) as e:
             raise ConfigError(
                 f"profile {path} is not valid UTF-8 YAML ({e}); fix or replace the file"

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from pydantic import BaseModel, ConfigDict
+
+from components import bounded_yaml
 
 SETTINGS_FILE = Path("mlruns_config") / "tracking.yaml"
 
@@ -28,7 +29,7 @@ class TrackingSettings(BaseModel):
     @classmethod
     def load(cls, root: Path) -> TrackingSettings:
         path = Path(root) / SETTINGS_FILE
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        raw = bounded_yaml.load_file(path) if path.is_file() else {}
         return cls.model_validate(raw or {})
 
     def uri(self, root: Path) -> str:
