@@ -324,6 +324,7 @@ def embed(
     ),
     batch_size: Annotated[int | None, typer.Option(help="users per forward pass")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    seed: Annotated[int, typer.Option(help="--model default: seed of its untrained weights")] = 0,
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
     """Embed a dataset's users, universally or under instructions (prefix reuse across instructions)."""
@@ -331,7 +332,7 @@ def embed(
     from components.modeling.assets import AssetError
     from components.modeling.config import ModelConfig
     from components.modeling.embed import UserEmbedder, write_embeddings
-    from components.modeling.factory import ModelFolderError, build_model, load_model
+    from components.modeling.factory import ModelFolderError, build_seeded_model, load_model
     from components.modeling.tuned import tuned_for
     from flows.settings import Paths
 
@@ -350,7 +351,8 @@ def embed(
             tables.users = tables.users[tables.users["split"] == split]
         overrides = {k: v for k, v in {"batch_size": batch_size, "device": device}.items() if v is not None}
         if model == "default":
-            net = build_model(card, tables.users, ModelConfig(**overrides))
+            net = build_seeded_model(card, tables.users, ModelConfig(**overrides), seed=seed)
+            typer.echo(f"untrained default model, weights drawn from seed {seed}", err=True)
         else:
             net = load_model(Path(model), **overrides)
     except (*user_errors(), AssetError, ModelFolderError, KeyError) as e:

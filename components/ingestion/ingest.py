@@ -120,10 +120,10 @@ class _Stats:
             self.label_n[(task, sp)] += len(g)
         self.sources.update(clean.events["source"].value_counts().to_dict())
 
-    def rates(self, tasks: list[str]) -> dict[str, dict[str, float]]:
-        def rate(task: str, splits: list[str]) -> float:
+    def rates(self, tasks: list[str]) -> dict[str, dict[str, float | None]]:
+        def rate(task: str, splits: list[str]) -> float | None:  # None (JSON null): no label at all
             n = sum(self.label_n[(task, s)] for s in splits)
-            return sum(self.label_sum[(task, s)] for s in splits) / n if n else float("nan")
+            return sum(self.label_sum[(task, s)] for s in splits) / n if n else None
 
         both = [s.value for s in Split]
         return {
@@ -222,7 +222,7 @@ def ingest(
             "events_per_source": dict(sorted(stats.sources.items())),
             "provenance": summary.provenance,
         }
-        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
         _keep_derived(target, tmp)
         replace_dir(tmp, target)
         tmp = None

@@ -22,6 +22,18 @@ class ParquetOptions(BaseModel):
     path: Path
 
 
+def _inside(path: Path, folder: Path) -> Path:
+    """`path`, refused when it (or a link on its way) leads outside `folder`: a dataset is what its
+    folder holds, and a link to a file elsewhere would version and ingest someone else's data."""
+    target = path.resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise ContractError(
+            f"{path} is a link to {target}, outside the dataset folder {folder}; "
+            "copy the file into the folder instead"
+        )
+    return path
+
+
 def _read(path: Path):
     if not path.exists():
         raise ContractError(f"{path} is missing: a contract folder needs {[t.filename for t in Table]}")
@@ -35,8 +47,8 @@ def read_parquet_folder(options: ParquetOptions) -> RawDataset:
     folder = Path(options.path)
     if not folder.is_dir():
         raise ContractError(f"dataset folder {folder} does not exist")
-    card = DatasetCard.load(folder / CARD_FILENAME)
-    tables = ContractTables(**{t.value: _read(folder / t.filename) for t in Table})
+    card = DatasetCard.load(_inside(folder / CARD_FILENAME, folder))
+    tables = ContractTables(**{t.value: _read(_inside(folder / t.filename, folder)) for t in Table})
     return RawDataset(
         card=card,
         chunks=iter([tables]),

@@ -92,6 +92,23 @@ def build_model(
     return InstructUE(backbone, tokenizer, spec, config, encoder).to(device)
 
 
+DEFAULT_INIT_SEED = 0
+
+
+def build_seeded_model(
+    card: DatasetCard,
+    users: pd.DataFrame,
+    config: ModelConfig | None = None,
+    seed: int = DEFAULT_INIT_SEED,
+    cache_dir: Path | None = None,
+) -> InstructUE:
+    """An untrained model whose random parts (adapters, token rows) are drawn from `seed`, without
+    touching the caller's random state: the same command gives the same vectors on every call."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(card, users, config, cache_dir)
+
+
 def trainable_state(model: InstructUE) -> dict[str, torch.Tensor]:
     """Every parameter outside the frozen backbone (adapters, token rows, a trainable encoder), plus
     backbone parameters that train (LoRA)."""

@@ -111,3 +111,34 @@ def test_shuffled_input_with_equal_timestamps_gives_byte_identical_files(tiny_ca
         a = (tmp_path / "a" / "data" / "tiny" / t.filename).read_bytes()
         b = (tmp_path / "b" / "data" / "tiny" / t.filename).read_bytes()
         assert a == b, t
+
+
+def test_a_task_without_labels_leaves_a_valid_json_manifest(tiny_card, tmp_path):
+    import json
+
+    tables = make_tables(tiny_card)
+    tables.labels = tables.labels[tables.labels["task"] != "churns"]
+    _ingest(tiny_card, tables, tmp_path)
+
+    text = (tmp_path / "data" / "tiny" / "manifest.json").read_text()
+    manifest = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in manifest.json"))
+    assert manifest["positive_rate"]["churns"] == {"all": None, "probe": None, "train": None}
+
+
+def test_a_link_to_a_file_outside_the_dataset_folder_is_refused(tiny_card, tmp_path):
+    import yaml
+
+    from components.ingestion import ContractError
+    from components.ingestion.parquet_folder import ParquetOptions, read_parquet_folder
+
+    folder, elsewhere = tmp_path / "mine", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / "schema.yaml").write_text(yaml.safe_dump(tiny_card.model_dump(mode="json")))
+    for t, frame in make_tables(tiny_card).items():
+        target = elsewhere if t is Table.EVENTS else folder
+        frame.to_parquet(target / t.filename)
+    (folder / Table.EVENTS.filename).symlink_to(elsewhere / Table.EVENTS.filename)
+
+    with pytest.raises(ContractError, match="outside the dataset folder"):
+        read_parquet_folder(ParquetOptions(path=folder))
