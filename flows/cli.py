@@ -596,7 +596,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 5001,
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
-    """Serve a registry version over REST (`mlflow models serve --env-manager local`)."""
+    """Serve a registry version over REST (MLflow's scoring app, requests bounded and checked)."""
     import os
 
     from components.registry.batch import ModelRef

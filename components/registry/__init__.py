@@ -7,7 +7,8 @@
     register.py      gated registration: log the pyfunc, attach the report, version + `challenger`
     promote.py       reviewer promotion to `champion`, rollback, under a lock
     batch.py         embed a dataset's users from a registry alias into parquet
-    serve.py         the `mlflow models serve` command for an alias
+    serve.py         the scoring-server command for an alias
+    scoring_app.py   MLflow's scoring app behind request bounds (body, depth, records, schema)
 
 Nothing here sets global MLflow state: every function takes an explicit `MlflowClient`.
 """

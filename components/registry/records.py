@@ -15,7 +15,10 @@ feature counts as empty (no events) or missing (the tabular embedder's "missing"
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -182,3 +185,119 @@ def _texts(value, row: int, column: str) -> list[str]:
     if bad:
         raise RecordError(f"record {row}: column {column!r} holds non-text events such as {bad[0]!r}")
     return texts
+
+
+# -- a scoring request's body, checked before any of it is parsed into a frame -----------------------
+class RequestError(ValueError):
+    """A request the scoring server refuses; `status` is the HTTP status it answers with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one scoring request may hold (the server answers 413 / 400 beyond it)."""
+
+    max_body_bytes: int = 16 * 2**20  # 1,024 users of 256 events of ~60 characters fit well within
+    max_depth: int = 16  # our records nest 4 deep (body, records, record, event list)
+    max_records: int = 1024
+
+
+DEFAULT_LIMITS = RequestLimits()
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of brackets and braces outside strings, without parsing (so without
+    recursing): `json.loads` of a deeper body would raise RecursionError."""
+    structure = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    step = np.isin(structure, (ord("["), ord("{"))).astype(np.int32) - np.isin(
+        structure, (ord("]"), ord("}"))
+    )
+    return int(np.cumsum(step).max(initial=0))
+
+
+def check_request(card: DatasetCard, body: bytes, limits: RequestLimits = DEFAULT_LIMITS) -> int:
+    """Check a JSON scoring body against the card; returns its number of records.
+
+    Raises RequestError: 413 for a body or a record count over `limits`; 400 for a body that is not
+    UTF-8 JSON, too deep, or not `dataframe_records` / `dataframe_split`; 422 for a record whose field
+    is unknown, of the wrong type, or an unknown category, and for a record with nothing in it.
+    """
+    if len(body) > limits.max_body_bytes:
+        raise RequestError(413, f"the body is {len(body):,} bytes; the limit is {limits.max_body_bytes:,}")
+    if json_depth(body) > limits.max_depth:
+        raise RequestError(400, f"the body nests deeper than {limits.max_depth} levels")
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RequestError(400, f"the body is not UTF-8 JSON: {e}") from None
+    records = _records_of(payload)
+    if len(records) > limits.max_records:
+        raise RequestError(
+            413, f"{len(records):,} records in one request; the limit is {limits.max_records:,}"
+        )
+    check_card(card)
+    for i, record in enumerate(records):
+        _check_record(card, i, record)
+    return len(records)
+
+
+def _records_of(payload) -> list:
+    if isinstance(payload, dict) and "dataframe_records" in payload:
+        records = payload["dataframe_records"]
+        if not isinstance(records, list):
+            raise RequestError(400, "`dataframe_records` must be a list of records (JSON objects)")
+        return records
+    if isinstance(payload, dict) and "dataframe_split" in payload:
+        split = payload["dataframe_split"]
+        ok = (
+            isinstance(split, dict)
+            and isinstance(split.get("columns"), list)
+            and isinstance(split.get("data"), list)
+        )
+        if not ok or not all(isinstance(r, list) and len(r) == len(split["columns"]) for r in split["data"]):
+            raise RequestError(400, "`dataframe_split` must hold `columns` and `data` rows of that length")
+        return [dict(zip(split["columns"], row, strict=True)) for row in split["data"]]
+    raise RequestError(400, "send {\"dataframe_records\": [...]} or {\"dataframe_split\": {...}} "
+                            "(see the README's scoring section)")  # fmt: skip
+
+
+def _check_record(card: DatasetCard, i: int, record) -> None:
+    if not isinstance(record, dict):
+        raise RequestError(422, f"record {i} is a {type(record).__name__}, not an object of fields")
+    sources, features = card.sequence_sources, {f.name: f for f in card.features}
+    unknown = sorted(set(record) - {*RESERVED, *sources, *features})
+    if unknown:
+        raise RequestError(422, f"record {i}: unknown field(s) {unknown}; this model takes "
+                                f"{[*RESERVED, *sources, *features]}")  # fmt: skip
+    present = False
+    for s in sources:
+        events = record.get(s)
+        if events is None:
+            continue
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            raise RequestError(422, f"record {i}: `{s}` must be a list of event texts (strings)")
+        present |= bool(events)
+    for name, f in features.items():
+        value = record.get(name)
+        if value is None:
+            continue
+        present = True
+        if f.type is FeatureType.NUMERIC:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise RequestError(422, f"record {i}: `{name}` must be a number, got {value!r}")
+        elif not isinstance(value, str):
+            raise RequestError(422, f"record {i}: `{name}` must be a category (a string), got {value!r}")
+        elif f.categories and value not in f.categories:
+            raise RequestError(422, f"record {i}: `{name}` {value!r} is not one of {f.categories}")
+    for key in (INSTRUCTION, TASK):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise RequestError(422, f"record {i}: `{key}` must be a string, got {type(record[key]).__name__}")
+    user_id = record.get(USER_ID)
+    if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, int)):
+        raise RequestError(422, f"record {i}: `{USER_ID}` must be an integer, got {user_id!r}")
+    if not present:
+        raise RequestError(422, f"record {i} carries no event and no feature value: nothing to embed")

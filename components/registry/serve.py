@@ -1,10 +1,12 @@
-"""The REST scoring server for a registry alias: `mlflow models serve` with this venv's MLflow.
+"""The REST scoring server for a registry alias: MLflow's scoring app behind request bounds.
 
     cmd, env = serve_command("models:/instructue-movielens-100k@champion", tracking_uri, port=5001)
     subprocess.Popen(cmd, env=env)
 
-`--env-manager local` serves from the current environment (nothing is installed or downloaded);
-MLflow execs `uvicorn` from PATH, so the venv's `bin` goes first on it. Requests follow MLflow's
+The command runs `components.registry.scoring_app` with this venv's Python: it downloads the
+version, serves it with MLflow's own scoring app from the current environment (nothing is installed
+or downloaded beyond the version) and bounds each request (body size, nesting, records, each record
+checked against the card; see `scoring_app.py`). Requests follow MLflow's
 scoring protocol; a body for two users of a dataset with a `ratings` source and an `age` feature:
 
     POST /invocations  {"dataframe_records": [
@@ -33,10 +35,8 @@ def serve_command(
     workers: int = 1,
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that serve `model_uri` on `host:port`."""
-    mlflow = venv_bin() / "mlflow"
-    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "models", "serve", "-m", model_uri,
-           "--env-manager", "local", "--host", host, "--port", str(port),
-           "--workers", str(workers)]  # fmt: skip
+    cmd = [sys.executable, "-m", "components.registry.scoring_app", model_uri, "--host", host,
+           "--port", str(port), "--workers", str(workers)]  # fmt: skip
     env = {
         **os.environ,
         "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -81,3 +81,28 @@ def test_cli_with_a_bomb_card_exits_2_with_one_line(tmp_path):
     assert time.perf_counter() - t0 < 30  # the CLI's imports included; the refusal itself is < 1 s
     assert result.exit_code == 2, result.output
     assert result.output.count("error:") == 1 and "alias" in result.output, result.output
+
+
+# -- scoring requests: checked before MLflow parses them (the server tests run them over HTTP) ---------
+def test_json_depth_counts_brackets_outside_strings_only():
+    from components.registry.records import json_depth
+
+    assert json_depth(b'{"a": [1, {"b": "[[[[[\\"]]"}]}') == 3
+    assert json_depth(b"[" * 50_000 + b"]" * 50_000) == 50_000  # no recursion: numpy over the bytes
+
+
+def test_a_valid_request_counts_its_records(tiny_card):
+    from components.registry.records import check_request
+
+    body = b'{"dataframe_split": {"columns": ["clicks", "tier"], "data": [[["Clicked a."], "b"], [null, "c"]]}}'
+    assert check_request(tiny_card, body) == 2
+
+
+def test_serve_of_an_unknown_model_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from components.registry.scoring_app import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["models:/nope@champion", "--port", "1"]) == 2
+    err = capsys.readouterr().err  # (a fresh store also logs MLflow's table creation before it)
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    assert err.strip().splitlines()[-1].startswith("error: cannot serve models:/nope@champion"), err

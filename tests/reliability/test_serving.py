@@ -1,6 +1,6 @@
 """The scoring server under a bounded burst, and malformed requests, on one server for the module.
 
-The server is the real `mlflow models serve` of the champion (as in tests/registry/test_serve.py,
+The server is the real scoring server (MLflow's scoring app behind our request bounds) of the champion (as in tests/registry/test_serve.py,
 which checks a single request); here 200 requests, 16 at a time, must each get the embeddings the
 model folder gives in-process, and every malformed request a 4xx with a message.
 """
@@ -118,7 +118,18 @@ MALFORMED = [
     ("task_and_instruction", _records(task="churns", instruction="Stay?"), "application/json", "not both"),
     ("source_as_text", _records(clicks="Clicked a."), "application/json", ""),
     ("number_as_text", _records(age_days="old"), "application/json", ""),
-]
+    # issue 27: bounded, checked bodies (every accepted record gets one prediction)
+    ("nested_100k_deep", b'{"dataframe_records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json",
+     "deeper than"),
+    ("body_of_20_mb", _records(clicks=["x" * 1000] * 20_000), "application/json", "limit"),
+    ("one_empty_record", b'{"dataframe_records": [{}]}', "application/json", "nothing to embed"),
+    ("two_empty_records", b'{"dataframe_records": [{}, {}]}', "application/json", "record 0"),
+    ("unknown_column", _records(colour="red"), "application/json", "unknown field(s) ['colour']"),
+    ("unknown_category", _records(tier="z"), "application/json", "'z' is not one of"),
+    ("list_as_instruction", _records(instruction=["a", "b"]), "application/json", "must be a string"),
+    ("too_many_records", json.dumps({"dataframe_records": [{"tier": "a"}] * 5000}).encode(), "application/json",
+     "limit"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("id", "body", "content_type", "message"), MALFORMED, ids=[c[0] for c in MALFORMED])
@@ -131,7 +142,16 @@ def test_malformed_request_gets_a_4xx_with_a_message(id, body, content_type, mes
     assert text.strip() and message in text, text[:1000]
 
 
+@pytest.mark.parametrize("id, status", [("nested_100k_deep", 400), ("body_of_20_mb", 413),
+                                        ("one_empty_record", 422), ("too_many_records", 413)])  # fmt: skip
+def test_bounds_answer_with_their_own_status(id, status, server):
+    _, body, content_type, _ = next(c for c in MALFORMED if c[0] == id)
+    assert post(server, body, content_type)[0] == status
+
+
 def test_the_server_still_answers_after_the_malformed_requests(server, bodies):
+    with urllib.request.urlopen(f"{server}/ping", timeout=10) as r:
+        assert r.status == 200
     body, want = bodies[0]
     status, raw = post(server, body)
     assert status == 200
