@@ -94,7 +94,9 @@ def test_json_depth_counts_brackets_outside_strings_only():
 def test_a_valid_request_counts_its_records(tiny_card):
     from components.registry.records import check_request
 
-    body = b'{"dataframe_split": {"columns": ["clicks", "tier"], "data": [[["Clicked a."], "b"], [null, "c"]]}}'
+    body = (
+        b'{"dataframe_split": {"columns": ["clicks", "tier"], "data": [[["Clicked a."], "b"], [null, "c"]]}}'
+    )
     assert check_request(tiny_card, body) == 2
 
 
