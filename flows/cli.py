@@ -489,12 +489,20 @@ def _registry_errors() -> tuple[type[BaseException], ...]:
 @app.command()
 def register(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="a model folder (model.json, weights)")],
-    report: Annotated[Path, typer.Option(help="the evaluation's JSON report; its gate must have passed")],
     dataset: Annotated[str, typer.Option(help="the ingested dataset the model was trained on")],
+    report: Annotated[
+        Path | None, typer.Option(help="optional: must be the evaluation recorded for these weights")
+    ] = None,
+    override_reason: Annotated[
+        str | None, typer.Option(help="register without a passed, recorded gate; recorded with who")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="registered model (default: registry.yaml's name)")] = None,
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
 ) -> None:
-    """Register a gated model folder as a new version with alias `challenger`."""
+    """Register a model folder whose recorded evaluation passed its gate, with alias `challenger`.
+
+    The verdict is read from the evaluation MLflow holds for these exact weights (their sha256),
+    never from a file you pass."""
     from components.registry.register import register as register_version
 
     paths, settings, client = _registry(root)
@@ -503,7 +511,7 @@ def register(
         done = register_version(
             client, settings.experiment_id(client, paths.root), model_dir=model_dir, report_path=report,
             dataset_dir=paths.data / dataset, name=name, root=paths.root,
-            bundle_base_models=settings.bundle_base_models,
+            bundle_base_models=settings.bundle_base_models, override_reason=override_reason,
         )  # fmt: skip
     except _registry_errors() as e:
         raise fail(str(e)) from None

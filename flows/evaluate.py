@@ -77,6 +77,20 @@ def mlflow_client(root: Path):
     return MlflowClient(TrackingSettings.load(root).uri(root))
 
 
+def evaluation_run(root: Path, dataset: str, model_dir: Path) -> str:
+    """A run of its own for an evaluation without a training run (registration finds it by the
+    model's digest tag, which `log_to_mlflow` sets)."""
+    from components.training.tracking import TrackingSettings
+
+    client = mlflow_client(root)
+    found = client.get_experiment_by_name(EVALUATION_EXPERIMENT)
+    artifacts = TrackingSettings.load(root).artifacts(root)
+    exp = found.experiment_id if found else client.create_experiment(EVALUATION_EXPERIMENT, artifacts)
+    run_id = client.create_run(exp, run_name=f"evaluate-{dataset}-{Path(model_dir).name}").info.run_id
+    client.set_terminated(run_id)
+    return run_id
+
+
 # -- tasks: one component call each -----------------------------------------------------------------
 @task(name="load-model-and-data", cache_policy=NO_CACHE)
 def load_task(model_dir: Path, data_dir: Path, settings: ev.EvaluationSettings):
@@ -180,15 +194,7 @@ def evaluate_flow(
     if result.tuned:
         save_tuned_task(model_dir, result.tuned)
     if track:
-        if run_id is None:
-            from components.training.tracking import TrackingSettings
-
-            client = mlflow_client(paths.root)
-            found = client.get_experiment_by_name(EVALUATION_EXPERIMENT)
-            artifacts = TrackingSettings.load(paths.root).artifacts(paths.root)
-            exp = found.experiment_id if found else client.create_experiment(EVALUATION_EXPERIMENT, artifacts)
-            run_id = client.create_run(exp, run_name=f"evaluate-{dataset}-{model_dir.name}").info.run_id
-            client.set_terminated(run_id)
+        run_id = run_id or evaluation_run(paths.root, dataset, model_dir)
         log_task(paths.root, run_id, report, folder)
     logger.info("report: %s (gate %s)", folder, "passed" if verdict.passed else "failed")
     return {"report": report, "folder": str(folder), "run_id": run_id, "table": table(result)}

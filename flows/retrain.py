@@ -110,7 +110,7 @@ def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path
     from components.evaluation.plots import s2sched_from_checkpoints, s2sched_from_mlflow
     from components.evaluation.report import table, write_report
     from components.modeling.tuned import save_tuned
-    from flows.evaluate import CACHE_DIR, build_settings, mlflow_client
+    from flows.evaluate import CACHE_DIR, build_settings, evaluation_run, mlflow_client
 
     settings = build_settings(root, data_dir.name, overrides)
     # the winner may be a checkpoint or the merge: the S2Sched history is the training run's
@@ -124,8 +124,11 @@ def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path
     report = write_report(result, out_dir)
     if result.tuned:  # beside the weights they fit: `instructue embed --tuned <task>` uses them
         save_tuned(model_dir, list(result.tuned.values()))
-    if run_id:  # the report and plots join the training run in MLflow
-        ev.log_to_mlflow(mlflow_client(root), run_id, report, out_dir)
+    # the report and plots join the training run in MLflow (or a run of their own): registration
+    # reads the gate from there, found by the model's digest, never from a file a person passes
+    ev.log_to_mlflow(
+        mlflow_client(root), run_id or evaluation_run(root, data_dir.name, model_dir), report, out_dir
+    )
     return {"gate": report["gate"], "headline": report["headline"], "seconds": report.get("seconds"),
             "folder": str(out_dir), "table": table(result)}  # fmt: skip
 

@@ -38,6 +38,9 @@ from components.evaluation.probe import DEFAULT_CS, DEFAULT_FOLDS, ProbeScore, p
 log = logging.getLogger(__name__)
 
 
+EVAL_DIGEST_TAG = "eval.model_digest"  # the run that holds a model's evaluation, found by its weights
+
+
 class Variant(StrEnum):
     UNIVERSAL = "universal"
     MANUAL = "manual"
@@ -113,6 +116,7 @@ class EvaluationResult:
     s2sched: dict | None = field(default=None, repr=False)  # branch -> task -> [(step, ratio)]
     tuned: dict = field(default_factory=dict, repr=False)  # task -> TunedInstruction (to save)
     routing: dict | None = field(default=None, repr=False)  # {"tasks": [...], "embedding": (T, T), ...}
+    model_digest: str = ""  # factory.model_digest of the evaluated folder: registration checks it
 
 
 # -- stages ------------------------------------------------------------------------------------------
@@ -314,6 +318,7 @@ def assemble(
     """The stages' outputs as one result, with what the plots need from the run (S2Sched history:
     given, or read from the checkpoints beside the model folder; TMoLE routing from the model)."""
     from components.evaluation.plots import routing_similarity, s2sched_from_checkpoints
+    from components.modeling.factory import model_digest
 
     history = s2sched_history
     if history is None:
@@ -336,6 +341,7 @@ def assemble(
         labels=inputs.labels,
         s2sched=history or None,
         routing=routing_similarity(inputs.model),
+        model_digest=model_digest(inputs.model_dir),
     )
 
 
@@ -362,6 +368,7 @@ def log_to_mlflow(client, run_id: str, report: dict, folder: Path) -> None:
                 task, who = (name_a, name_b) if kind == "tasks" else (name_b, name_a)
                 metrics.append(Metric(f"eval/{who}/{task}/auc", float(s["auc"]), now, 0))
     tags = [
+        RunTag(EVAL_DIGEST_TAG, report.get("model_digest") or "-"),
         RunTag("eval.gate", "passed" if report["gate"]["passed"] else "failed"),
         RunTag("eval.gate_reasons", "; ".join(report["gate"]["reasons"])[:5000] or "-"),
     ]

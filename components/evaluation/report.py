@@ -67,6 +67,7 @@ def report_dict(result: EvaluationResult, plots: dict[str, str] | None = None) -
     return {
         "dataset": result.dataset,
         "model_dir": result.model_dir,
+        "model_digest": result.model_digest,
         "n_probe_users": result.n_probe_users,
         "gate": result.verdict.to_dict(),
         "headline": {

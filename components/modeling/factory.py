@@ -9,6 +9,7 @@ Loading never unpickles: JSON and safetensors only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -93,6 +94,22 @@ def build_model(
 
 
 DEFAULT_INIT_SEED = 0
+
+
+def model_digest(folder: Path) -> str:
+    """sha256 over a model folder's configuration and weights (not the tuned instructions an
+    evaluation saves beside them): what an evaluation was of, and what registration checks."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for name in (MODEL_FILE, WEIGHTS_FILE):
+        path = folder / name
+        if not path.is_file():
+            raise ModelFolderError(f"{folder} is not a model folder: {name} is missing")
+        h.update(name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def build_seeded_model(

@@ -16,8 +16,14 @@ What a version carries:
 - as version tags: the gate verdict, the dataset's DVC and content hashes, the git commit and the
   headline metrics; and the alias `challenger`.
 
+The gate verdict cannot be forged: it is read from the evaluation recorded in MLflow for the same
+weights (the run tagged `eval.model_digest` = `factory.model_digest(model_dir)`, its
+`evaluation/report.json`), never from a file a person passes. A `--report` given as well must be that
+evaluation's (same digest, same verdict). `override_reason` registers without a passed, recorded
+gate; the reason, the user and the evaluation run (if any) are recorded on the version.
+
 The report is the evaluation component's JSON: `gate` {passed, reasons}, `headline` {mean_auc_*,
-best_baseline, best_baseline_mean_auc}, `tasks`. It is read here as plain JSON.
+best_baseline, best_baseline_mean_auc}, `model_digest`, `tasks`. It is read here as plain JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 COMPONENTS_DIR = Path(__file__).resolve().parents[1]
 REPORT_DIR = "evaluation"
+REPORT_FILE = "report.json"
 # What the pyfunc imports at inference (the project's own code travels in the model's code/ folder).
 INFERENCE_PACKAGES = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "huggingface-hub",
                       "peft", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml", "tqdm")  # fmt: skip
@@ -64,6 +71,7 @@ class GateReport:
     passed: bool
     reasons: list[str]
     headline: dict[str, Any] = field(default_factory=dict)
+    model_digest: str | None = None
 
     @classmethod
     def read(cls, path: str | Path) -> GateReport:
@@ -85,7 +93,36 @@ class GateReport:
         headline = raw.get("headline") or {}
         if not isinstance(headline, dict):
             raise RegistryError(f"evaluation report {path}: `headline` must be a mapping")
-        return cls(path, gate["passed"], [str(r) for r in gate.get("reasons") or []], headline)
+        digest = raw.get("model_digest")
+        return cls(path, gate["passed"], [str(r) for r in gate.get("reasons") or []], headline,
+                   digest if isinstance(digest, str) else None)  # fmt: skip
+
+
+def recorded_evaluation(client, digest: str, into: Path) -> tuple[str, GateReport]:
+    """The latest evaluation recorded in the store for the weights `digest`: its run id and report
+    (downloaded with the files beside it into `into`).
+
+    Raises:
+        RegistryError: no run of any experiment carries the digest, or its report is of other weights.
+    """
+    from components.evaluation.evaluate import EVAL_DIGEST_TAG
+
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    where = f"tags.`{EVAL_DIGEST_TAG}` = '{digest}'"
+    newest = ["attributes.start_time DESC"]
+    runs = client.search_runs(experiments, where, order_by=newest, max_results=1) if experiments else []
+    if not runs:
+        raise RegistryError(
+            f"no evaluation of these weights (sha256 {digest[:12]}) is recorded in {client.tracking_uri}; "
+            "evaluate the model first (`instructue evaluate --model <folder>`, or `instructue retrain`)"
+        )
+    run_id = runs[0].info.run_id
+    folder = Path(client.download_artifacts(run_id, REPORT_DIR, str(into)))
+    report = GateReport.read(folder / REPORT_FILE)
+    if report.model_digest != digest:
+        raise RegistryError(f"the evaluation of run {run_id} is of other weights ({report.model_digest}); "
+                            "evaluate the model again")  # fmt: skip
+    return run_id, report
 
 
 @dataclass(frozen=True)
@@ -167,13 +204,14 @@ def register(
     experiment_id: str,
     *,
     model_dir: str | Path,
-    report_path: str | Path,
     dataset_dir: str | Path,
     name: str,
+    report_path: str | Path | None = None,
     root: Path | None = None,
     bundle_base_models: bool = True,
     cache_dir: Path | None = None,
     description: str | None = None,
+    override_reason: str | None = None,
 ) -> Registered:
     """Log the model folder as a pyfunc and register it as a new version with alias `challenger`.
 
@@ -181,69 +219,108 @@ def register(
         client: an `MlflowClient` bound to the tracking store and registry.
         experiment_id: where the registration run goes.
         model_dir: a model folder written by `save_model` (model.json, weights, tokenizer).
-        report_path: the evaluation's JSON report; its gate must have passed.
+        report_path: optional: a report that must be the recorded evaluation's (same weights and
+            verdict); the verdict itself is always read from the store.
         dataset_dir: `data/<dataset>/`; its schema.yaml travels with the model.
         name: the registered model (one per dataset, see `RegistrySettings.name_for`).
         root: the project root, for the DVC pointer and the git commit.
 
+        override_reason: register although the recorded gate did not pass (or none is recorded);
+            recorded on the version with the user and the evaluation run.
+
     Raises:
-        GateFailed: the report's gate did not pass (nothing is logged).
-        RegistryError: the report or model folder is unusable.
+        GateFailed: the recorded gate did not pass (nothing is logged).
+        RegistryError: no evaluation of these weights is recorded, the given report is not it, or
+            the model folder is unusable.
     """
+    import getpass
+
     from mlflow.entities import LoggedModelOutput, Metric, Param
 
-    from components.modeling.factory import MODEL_FILE
+    from components.modeling.factory import MODEL_FILE, ModelFolderError, model_digest
     from components.registry.records import input_example
     from components.registry.served import ServedEmbedder
 
     model_dir, dataset_dir = Path(model_dir).resolve(), Path(dataset_dir).resolve()
-    report = GateReport.read(report_path)
-    if not report.passed:
-        reasons = "; ".join(report.reasons) or "no reason given"
-        raise GateFailed(
-            f"{model_dir} did not pass its evaluation gate ({reasons}); only gated models are "
-            f"registered. Improve the model and evaluate again (report: {report.path})"
-        )
     if not (model_dir / MODEL_FILE).is_file():
         raise RegistryError(f"{model_dir} is not a model folder ({MODEL_FILE} is missing)")
-    card_path = dataset_dir / CARD_FILENAME
-    card, tables = read_tables(dataset_dir)
-    artifacts = {"model": str(model_dir), "card": str(card_path)}
-    if bundle_base_models:
-        artifacts.update(_base_model_artifacts(model_dir, cache_dir))
-
-    # the folder must load and embed before anything is logged: a broken version never registers
-    served = ServedEmbedder.from_paths(
-        model_dir, card_path, artifacts.get("backbone"), artifacts.get("encoder"), cache_dir
-    )
-    example = input_example(card, tables, max_events=min(5, served.model.config.max_events or 5))
-    served.embed_records(example)
-    tags = {**provenance(root, dataset_dir), "gate.passed": "true",
-            "gate.reasons": json.dumps(report.reasons)[:4000], **headline_tags(report.headline)}  # fmt: skip
-
-    run = client.create_run(experiment_id, run_name=f"register-{card.name}", tags=tags)
-    run_id = run.info.run_id
+    if override_reason is not None and not override_reason.strip():
+        raise RegistryError("an override needs a reason (--override-reason '...'); it is recorded")
     try:
-        for file in _report_files(report.path):
-            client.log_artifact(run_id, str(file), REPORT_DIR)
-        numeric = {k: float(v) for k, v in report.headline.items() if isinstance(v, int | float)}
-        params = {"model_dir": str(model_dir), "dataset": card.name, "report": str(report.path),
-                  "bundle_base_models": str(bundle_base_models)}  # fmt: skip
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, 0, 0) for k, v in numeric.items()],
-            params=[Param(k, v[:6000]) for k, v in params.items()],
+        digest = model_digest(model_dir)
+    except ModelFolderError as e:
+        raise RegistryError(str(e)) from None
+    downloads = Path(tempfile.mkdtemp(prefix="instructue-register-"))
+    try:
+        eval_run, report = recorded_evaluation(client, digest, downloads)
+    except RegistryError:
+        if override_reason is None:
+            shutil.rmtree(downloads, ignore_errors=True)
+            raise
+        eval_run, report = None, None  # registered on the override alone, and recorded as such
+    try:
+        if report_path is not None:
+            given = GateReport.read(report_path)
+            if given.model_digest != digest:
+                raise RegistryError(
+                    f"report {report_path} is not an evaluation of {model_dir} (its weights' sha256 is "
+                    f"{digest[:12]}, the report's {str(given.model_digest)[:12]}); nothing was registered"
+                )
+            if report is not None and given.passed != report.passed:
+                raise RegistryError(f"report {report_path} disagrees with the evaluation recorded in run "
+                                    f"{eval_run}; nothing was registered")  # fmt: skip
+        passed = bool(report and report.passed)
+        if not passed and override_reason is None:
+            reasons = "; ".join(report.reasons) if report else "no evaluation"
+            raise GateFailed(
+                f"{model_dir} did not pass its evaluation gate ({reasons or 'no reason given'}); only gated "
+                f"models are registered. Improve the model and evaluate again (evaluation run {eval_run})"
+            )
+        card_path = dataset_dir / CARD_FILENAME
+        card, tables = read_tables(dataset_dir)
+        artifacts = {"model": str(model_dir), "card": str(card_path)}
+        if bundle_base_models:
+            artifacts.update(_base_model_artifacts(model_dir, cache_dir))
+
+        # the folder must load and embed before anything is logged: a broken version never registers
+        served = ServedEmbedder.from_paths(
+            model_dir, card_path, artifacts.get("backbone"), artifacts.get("encoder"), cache_dir
         )
-        model_id = _log_pyfunc(client, experiment_id, run_id, artifacts, card, served.dim, example)
-        client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
-        version = _new_version(client, name, model_id, run_id, tags, description or _describe(card))
-        client.set_registered_model_alias(name, CHALLENGER, version)
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    client.set_terminated(run_id, status="FINISHED")
-    log.info("registered %s version %s (alias %s)", name, version, CHALLENGER)
-    return Registered(name, version, run_id, model_id)
+        example = input_example(card, tables, max_events=min(5, served.model.config.max_events or 5))
+        served.embed_records(example)
+        tags = {**provenance(root, dataset_dir), "gate.passed": "true" if passed else "false",
+                "gate.reasons": json.dumps(report.reasons if report else [])[:4000],
+                "gate.evaluation_run": eval_run or "-", "model.digest": digest,
+                **headline_tags(report.headline if report else {})}  # fmt: skip
+        if override_reason is not None:
+            tags |= {"gate.override_reason": override_reason[:4000], "gate.override_by": getpass.getuser()}
+
+        run = client.create_run(experiment_id, run_name=f"register-{card.name}", tags=tags)
+        run_id = run.info.run_id
+        try:
+            for file in _report_files(report.path) if report else []:
+                client.log_artifact(run_id, str(file), REPORT_DIR)
+            headline = report.headline if report else {}
+            numeric = {k: float(v) for k, v in headline.items() if isinstance(v, int | float)}
+            params = {"model_dir": str(model_dir), "dataset": card.name, "evaluation_run": eval_run or "-",
+                      "bundle_base_models": str(bundle_base_models)}  # fmt: skip
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, 0, 0) for k, v in numeric.items()],
+                params=[Param(k, v[:6000]) for k, v in params.items()],
+            )
+            model_id = _log_pyfunc(client, experiment_id, run_id, artifacts, card, served.dim, example)
+            client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+            version = _new_version(client, name, model_id, run_id, tags, description or _describe(card))
+            client.set_registered_model_alias(name, CHALLENGER, version)
+        except BaseException:
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        client.set_terminated(run_id, status="FINISHED")
+        log.info("registered %s version %s (alias %s)", name, version, CHALLENGER)
+        return Registered(name, version, run_id, model_id)
+    finally:
+        shutil.rmtree(downloads, ignore_errors=True)
 
 
 def _log_pyfunc(client, experiment_id, run_id, artifacts, card: DatasetCard, dim: int, example) -> str:

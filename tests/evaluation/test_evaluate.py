@@ -132,6 +132,7 @@ def test_log_to_mlflow_records_metrics_tags_and_artifacts(tmp_path):
     folder.mkdir()
     (folder / "report.md").write_text("# r\n")
     report = {
+        "model_digest": "ab" * 32,
         "gate": {"passed": False, "reasons": ["floor: task a AUC 0.4 is below the floor 0.5"]},
         "headline": {"mean_auc_universal": 0.6, "mean_auc_manual": 0.62, "mean_auc_tuned": None,
                      "best_baseline": "svd", "best_baseline_mean_auc": 0.7},
@@ -143,4 +144,5 @@ def test_log_to_mlflow_records_metrics_tags_and_artifacts(tmp_path):
     assert run.data.metrics["eval/mean_auc_manual"] == 0.62 and "eval/mean_auc_tuned" not in run.data.metrics
     assert run.data.metrics["eval/universal/a/auc"] == 0.4 and run.data.metrics["eval/svd/a/auc"] == 0.7
     assert run.data.tags["eval.gate"] == "failed"
+    assert run.data.tags["eval.model_digest"] == "ab" * 32  # what registration finds the evaluation by
     assert [a.path for a in client.list_artifacts(run_id, "evaluation")] == ["evaluation/report.md"]

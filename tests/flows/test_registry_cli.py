@@ -11,7 +11,12 @@ from components.ingestion.contract import read_tables
 from components.modeling.embed import UserEmbedder, read_embeddings
 from components.modeling.factory import load_model
 from flows.cli import app
-from tests.registry.conftest import tiny_model, tiny_root, write_report  # noqa: F401 - fixtures
+from tests.registry.conftest import (  # noqa: F401 - fixtures
+    record_evaluation,
+    tiny_model,
+    tiny_root,
+    write_report,
+)
 
 pytestmark = pytest.mark.integration
 NAME = "instructue-tiny"
@@ -36,15 +41,29 @@ def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def _client(project):
+    from components.registry.settings import RegistrySettings
+
+    return RegistrySettings.load(project).client(project)
+
+
 def test_register_promote_rollback_and_embed_batch(project, tiny_model, tmp_path):  # noqa: F811
     root = ["--root", project]
-    failed = write_report(tmp_path / "bad" / "report.json", passed=False, reasons=("below the floor",))
-    refused = invoke("register", "--model-dir", tiny_model, "--report", failed, "--dataset", "tiny", *root)
+    register = ("register", "--model-dir", tiny_model, "--dataset", "tiny", *root)
+    nothing = invoke(*register)
+    assert nothing.exit_code == 2 and "no evaluation of these weights" in nothing.output
+    record_evaluation(
+        _client(project), tiny_model, tmp_path / "bad", passed=False, reasons=("below the floor",)
+    )
+    refused = invoke(*register)
     assert refused.exit_code == 2 and "below the floor" in refused.output
+    forged = write_report(tmp_path / "forged" / "report.json", passed=True, model_dir=tiny_model)
+    disagrees = invoke(*register, "--report", forged)
+    assert disagrees.exit_code == 2 and "disagrees with the evaluation recorded" in disagrees.output
 
-    report = write_report(tmp_path / "eval" / "report.json")
-    for expected in ("1", "2"):
-        done = invoke("register", "--model-dir", tiny_model, "--report", report, "--dataset", "tiny", *root)
+    report = record_evaluation(_client(project), tiny_model, tmp_path / "eval")  # a newer, passed one
+    for expected, extra in (("1", ()), ("2", ("--report", report))):
+        done = invoke(*register, *extra)
         assert done.exit_code == 0, done.output
         assert f"registered {NAME} version {expected}" in done.output
 

@@ -25,9 +25,14 @@ from tests.conftest import TINY_CARD, as_raw, make_tables
 MODEL_NAME = "instructue-tiny"
 
 
-def write_report(path: Path, passed: bool = True, reasons: tuple[str, ...] = ()) -> Path:
-    """A minimal evaluation report in the evaluation component's JSON shape."""
+def write_report(
+    path: Path, passed: bool = True, reasons: tuple[str, ...] = (), model_dir: Path | None = None
+) -> Path:
+    """A minimal evaluation report in the evaluation component's JSON shape (of `model_dir`'s weights)."""
+    from components.modeling.factory import model_digest
+
     report = {
+        "model_digest": model_digest(model_dir) if model_dir else None,
         "gate": {"passed": passed, "reasons": list(reasons)},
         "headline": {"mean_auc_universal": 0.71, "mean_auc_manual": 0.74, "mean_auc_tuned": None,
                      "best_baseline": "tabular", "best_baseline_mean_auc": 0.66},
@@ -37,6 +42,24 @@ def write_report(path: Path, passed: bool = True, reasons: tuple[str, ...] = ())
     path.write_text(json.dumps(report), encoding="utf-8")
     path.with_suffix(".md").write_text("# gate report\n", encoding="utf-8")
     return path
+
+
+def record_evaluation(client, model_dir: Path, folder: Path, passed: bool = True,
+                      reasons: tuple[str, ...] = ()) -> Path:  # fmt: skip
+    """What an evaluation leaves in the store: a run tagged with the weights' digest holding the report
+    under `evaluation/` (in its own experiment, as `flows/evaluate.py` does). Returns the report."""
+    from components.evaluation.evaluate import EVAL_DIGEST_TAG
+    from components.modeling.factory import model_digest
+
+    report = write_report(folder / "report.json", passed, reasons, model_dir)
+    found = client.get_experiment_by_name("instructue-evaluation")
+    exp = found.experiment_id if found else client.create_experiment(
+        "instructue-evaluation", artifact_location=(folder / "artifacts").as_uri())  # fmt: skip
+    run_id = client.create_run(exp, tags={EVAL_DIGEST_TAG: model_digest(model_dir)}).info.run_id
+    client.log_artifact(run_id, str(report), "evaluation")
+    client.log_artifact(run_id, str(report.with_suffix(".md")), "evaluation")
+    client.set_terminated(run_id)
+    return report
 
 
 @pytest.fixture(autouse=True)
@@ -92,10 +115,10 @@ def template_store(tiny_root, tiny_model, tmp_path_factory):
     client = settings.client(folder)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INSTRUCTUE_CACHE", str(folder / "cache"))
+        record_evaluation(client, tiny_model, folder / "eval")
         version = register(
             client, settings.experiment_id(client, folder), model_dir=tiny_model,
-            report_path=write_report(folder / "eval" / "report.json"), dataset_dir=tiny_root / "data" / "tiny",
-            name=MODEL_NAME, root=tiny_root, cache_dir=folder / "cache",
+            dataset_dir=tiny_root / "data" / "tiny", name=MODEL_NAME, root=tiny_root, cache_dir=folder / "cache",
         )  # fmt: skip
     return folder / "mlflow.db", version
 

@@ -18,7 +18,7 @@ from components.registry.batch import ModelRef, download, load_served
 from components.registry.promote import promote
 from components.registry.records import input_example, records_from_tables
 from components.registry.register import CHALLENGER, GateFailed, GateReport, RegistryError, register
-from tests.registry.conftest import MODEL_NAME, write_report
+from tests.registry.conftest import MODEL_NAME, record_evaluation
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +63,9 @@ def test_logged_model_has_signature_example_pins_and_no_pickles(client, register
 
 
 def test_register_refuses_a_failed_gate_and_logs_nothing(client, settings, tiny_root, tiny_model, tmp_path):
-    report = write_report(tmp_path / "r.json", passed=False, reasons=("regresses on churns",))
+    record_evaluation(client, tiny_model, tmp_path / "eval", passed=False, reasons=("regresses on churns",))
     with pytest.raises(GateFailed, match="regresses on churns"):
-        register(client, settings.experiment_id(client, tmp_path), model_dir=tiny_model, report_path=report,
+        register(client, settings.experiment_id(client, tmp_path), model_dir=tiny_model,
                  dataset_dir=tiny_root / "data" / "tiny", name=MODEL_NAME)  # fmt: skip
     assert client.search_registered_models() == []
     assert client.search_runs([settings.experiment_id(client, tmp_path)]) == []

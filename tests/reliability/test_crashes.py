@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from components.ingestion import ingest, read_dataset
-from tests.registry.conftest import MODEL_NAME, write_report
+from tests.registry.conftest import MODEL_NAME, record_evaluation
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("RELIABILITY_KILL_SEED", "12"))
@@ -115,23 +115,26 @@ import sys
 from pathlib import Path
 from components.registry.register import register
 from components.registry.settings import RegistrySettings
-store, model, report, dataset, root, name = map(Path, sys.argv[1:7])
+store, model, dataset, root, name = map(Path, sys.argv[1:6])
 settings = RegistrySettings(tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
                             artifact_root=(store / "artifacts").as_uri())
 client = settings.client(store)
-register(client, settings.experiment_id(client, store), model_dir=model, report_path=report,
+register(client, settings.experiment_id(client, store), model_dir=model,
          dataset_dir=dataset, name=str(name), root=root, cache_dir=store / "cache")
 """
 
 
-def _store(folder: Path):
-    """A client and the registration experiment of a new store (migrated before any process races)."""
+def _store(folder: Path, model: Path):
+    """A client and the registration experiment of a new store (migrated before any process races),
+    holding the model's passed evaluation."""
     from components.registry.settings import RegistrySettings
 
     settings = RegistrySettings(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
                                 artifact_root=(folder / "artifacts").as_uri())  # fmt: skip
     client = settings.client(folder)
-    return client, settings.experiment_id(client, folder)
+    experiment = settings.experiment_id(client, folder)
+    record_evaluation(client, model, folder / "eval")
+    return client, experiment
 
 
 def _challenger_artifacts(client) -> dict[str, str]:
@@ -149,22 +152,21 @@ def test_registration_killed_at_a_random_moment_reruns_to_the_same_challenger(
     tiny_root, tiny_model, tmp_path
 ):
     rng = random.Random(SEED)
-    report = write_report(tmp_path / "eval" / "report.json")
     dataset = tiny_root / "data" / "tiny"
 
     def args(store: Path) -> list[str]:
-        return [str(store), str(tiny_model), str(report), str(dataset), str(tiny_root), MODEL_NAME]
+        return [str(store), str(tiny_model), str(dataset), str(tiny_root), MODEL_NAME]
 
     def logging_started(store: Path) -> Callable[[], bool]:  # the run exists: the work has begun
         return lambda: (store / "artifacts").exists() and any((store / "artifacts").iterdir())
 
     reference = tmp_path / "reference"
-    ref_client, _ = _store(reference)
+    ref_client, _ = _store(reference, tiny_model)
     work_s = timed(REGISTER, args(reference), logging_started(reference))
     want = _challenger_artifacts(ref_client)
 
     killed = tmp_path / "killed"
-    client, experiment = _store(killed)
+    client, experiment = _store(killed, tiny_model)
     delay = kill_at_random(REGISTER, args(killed), logging_started(killed), work_s, rng)
     # whatever the killed run left, a version that carries an alias is complete: the alias moves last
     if client.search_registered_models():
@@ -173,7 +175,7 @@ def test_registration_killed_at_a_random_moment_reruns_to_the_same_challenger(
         assert not aliased or _challenger_artifacts(client) == want, f"killed {delay:.2f} s in"
     from components.registry.register import register
 
-    done = register(client, experiment, model_dir=tiny_model, report_path=report, dataset_dir=dataset,
+    done = register(client, experiment, model_dir=tiny_model, dataset_dir=dataset,
                     name=MODEL_NAME, root=tiny_root, cache_dir=killed / "cache")  # the re-run  # fmt: skip
     assert _challenger_artifacts(client) == want
     assert client.get_model_version(MODEL_NAME, done.version).tags["gate.passed"] == "true"

@@ -5,6 +5,7 @@ promotion that fails half-way leaving the last good champion in place for rollba
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from components.registry.promote import alias_version, promote, rollback
 from components.registry.register import CHAMPION, RegistryError
-from tests.registry.conftest import MODEL_NAME, copy_version
+from tests.registry.conftest import MODEL_NAME, copy_version, record_evaluation
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +101,58 @@ def test_a_promotion_failing_half_way_keeps_the_last_good_champion(
     promote(client, MODEL_NAME, v3, "ana", "third, again", locks)
     assert client.get_model_version(MODEL_NAME, v3).tags["previous_champion"] == "1"
     assert rollback(client, MODEL_NAME, "bo", "undo v3", locks).version == "1"
+
+
+# -- the gate cannot be forged (issue 27) --------------------------------------------------------------
+def test_a_forged_report_does_not_register_a_model(client, settings, tiny_root, tiny_model, tmp_path):
+    from components.registry.register import register
+
+    experiment = settings.experiment_id(client, tmp_path)
+    forged = tmp_path / "forged.json"  # what issue 27 tried: any JSON that says the gate passed
+    forged.write_text(json.dumps({"gate": {"passed": True, "reasons": []}, "headline": {}}))
+    with pytest.raises(RegistryError, match="no evaluation of these weights"):
+        register(client, experiment, model_dir=tiny_model, report_path=forged,
+                 dataset_dir=tiny_root / "data" / "tiny", name=MODEL_NAME)  # fmt: skip
+    record_evaluation(client, tiny_model, tmp_path / "eval")  # now a real, passed evaluation exists
+    with pytest.raises(RegistryError, match="is not an evaluation of"):  # ... but the file is not it
+        register(client, experiment, model_dir=tiny_model, report_path=forged,
+                 dataset_dir=tiny_root / "data" / "tiny", name=MODEL_NAME)  # fmt: skip
+    assert client.search_registered_models() == []
+
+
+def test_other_weights_do_not_inherit_an_evaluation(client, settings, tiny_root, tiny_model, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from components.registry.register import register
+
+    record_evaluation(client, tiny_model, tmp_path / "eval")
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    state = load_file(str(other / "trainable.safetensors"))
+    key = next(iter(state))
+    state[key] = state[key] + 1.0  # one tensor changed: another model
+    save_file(state, str(other / "trainable.safetensors"), metadata={"format": "instructue"})
+    with pytest.raises(RegistryError, match="no evaluation of these weights"):
+        register(client, settings.experiment_id(client, tmp_path), model_dir=other,
+                 dataset_dir=tiny_root / "data" / "tiny", name=MODEL_NAME)  # fmt: skip
+
+
+def test_an_override_registers_and_records_who_and_why(client, settings, tiny_root, tiny_model, tmp_path):
+    import getpass
+
+    from components.registry.register import register
+
+    record_evaluation(client, tiny_model, tmp_path / "eval", passed=False, reasons=("below svd",))
+    with pytest.raises(RegistryError, match="needs a reason"):
+        register(client, settings.experiment_id(client, tmp_path), model_dir=tiny_model,
+                 dataset_dir=tiny_root / "data" / "tiny", name=MODEL_NAME, override_reason="  ")  # fmt: skip
+    done = register(client, settings.experiment_id(client, tmp_path), model_dir=tiny_model,
+                    dataset_dir=tiny_root / "data" / "tiny", name=MODEL_NAME, root=tiny_root,
+                    override_reason="demo for the review board")  # fmt: skip
+    tags = client.get_model_version(MODEL_NAME, done.version).tags
+    assert tags["gate.passed"] == "false"
+    assert tags["gate.override_reason"] == "demo for the review board"
+    assert tags["gate.override_by"] == getpass.getuser()
+    assert tags["gate.evaluation_run"] != "-" and json.loads(tags["gate.reasons"]) == ["below svd"]
