@@ -111,7 +111,7 @@ def ingest(
     max_bad_share: Annotated[float, typer.Option(help="stop if more than this share of rows is bad")] = 0.05,
     version: Annotated[bool, typer.Option(help="version data/ with DVC after publishing")] = True,
     commit: Annotated[bool, typer.Option(help="git-commit the new data.dvc (records the version)")] = False,
-    push: Annotated[bool, typer.Option(help="push the new data version to the default DVC remote")] = False,
+    push: Annotated[bool, typer.Option(help="push the new data version to the default DVC remote")] = True,
     root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
     summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
 ) -> None:
@@ -144,7 +144,9 @@ def ingest(
         typer.echo(f"data version: {data_version}")
         if not commit:
             typer.echo("record it with: git add data.dvc && git commit -m 'data: ...' (or pass --commit)")
-        if not push:
+        if push:
+            typer.echo("pushed to the default DVC remote: `dvc pull` in another clone restores it")
+        else:
             typer.echo("share it with: instructue data push")
     if summary_json:
         summary_json.write_text(summary.to_json() + "\n", encoding="utf-8")

@@ -2,7 +2,8 @@
 
     instructue data status                      # pointer, workspace changes, what the remote lacks
     instructue data push                        # upload data/ as data.dvc references it
-    instructue data pull                        # fetch and check out data/ (e.g. in a fresh clone)
+    instructue data pull                        # fetch and check out data/ (e.g. in a fresh clone);
+                                                # no remote holds it: rebuild movielens-100k, check hash
     instructue data remote s3://bucket/prefix   # change the default remote (S3 needs dvc[s3])
     instructue data remote /mnt/store --local   # this checkout only (.dvc/config.local, not committed)
 
@@ -51,13 +52,39 @@ def push(remote: RemoteOption = None, root: RootOption = None) -> None:
 
 
 @data_app.command()
-def pull(remote: RemoteOption = None, root: RootOption = None) -> None:
-    """Fetch the data that data.dvc references and check it out into data/."""
-    from components.ingestion.versioning import VersioningError, pull
+def pull(
+    remote: RemoteOption = None,
+    rebuild: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="when no remote holds the version: rebuild these embedded datasets and check "
+            "the hash (repeatable; default movielens-100k)"
+        ),
+    ] = None,
+    no_rebuild: Annotated[bool, typer.Option("--no-rebuild", help="fail instead of rebuilding")] = False,
+    root: RootOption = None,
+) -> None:
+    """Fetch the data that data.dvc references and check it out into data/; when the remote lacks it
+    (a fresh machine), rebuild the embedded datasets from their packages and check DVC's hash."""
+    from components.ingestion.versioning import VersioningError, pull, push
+    from flows.rebuild import EMBEDDED, rebuild_data
 
+    paths = Paths.resolve(root)
     try:
-        typer.echo(str(pull(_root(root), remote)))
+        typer.echo(str(pull(paths.root, remote)))
+        return
     except VersioningError as e:
+        if no_rebuild or not (paths.root / f"{paths.data_dir}.dvc").is_file():
+            raise _fail(str(e)) from None
+        missing = e
+    datasets = rebuild or list(EMBEDDED)
+    typer.echo(f"the remote does not hold this version ({missing}); rebuilding {', '.join(datasets)} "
+               "from the installed packages", err=True)  # fmt: skip
+    try:
+        version = rebuild_data(paths, datasets)
+        typer.echo(f"rebuilt {version}: the same hash as data.dvc")
+        typer.echo(str(push(paths.root, remote)))  # so the next clone's `dvc pull` finds it
+    except (VersioningError, ValueError, FileNotFoundError) as e:
         raise _fail(str(e)) from None
 
 

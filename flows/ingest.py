@@ -46,7 +46,7 @@ def ingest_flow(
     max_bad_share: float = 0.05,
     version: bool = True,
     commit: bool = False,
-    push: bool = False,
+    push: bool = True,
 ) -> tuple[IngestSummary, versioning.DataVersion | None]:
     """Ingest one dataset into `data/`, then version `data/` with DVC; optionally git-commit the
     new `data.dvc` and push the data to the default DVC remote."""

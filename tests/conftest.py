@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny dataset card and a valid set of contract tables to break on purpose.
 
-Every test gets its own data, quarantine, DVC and Prefect folders under tmp; nothing touches the
-project's own `data/` or the user's Prefect home.
+Every test gets its own data, quarantine, DVC remote and Prefect folders under tmp; nothing touches
+the project's own `data/`, the user's DVC remote or the user's Prefect home.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ def pytest_configure(config):
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")  # set in pytest-xdist's workers only
     if workers:
         share_the_cores(int(workers))
+
+
+@pytest.fixture(autouse=True)
+def _own_dvc_remote(tmp_path, monkeypatch):
+    """The default DVC remote (`~/.cache/instructue/dvc-remote`) is per user: a test that pushes
+    writes to its own folder instead (tests of the default itself point HOME at tmp)."""
+    monkeypatch.setenv("INSTRUCTUE_DVC_REMOTE", str(tmp_path / "dvc-remote"))
 
 
 def share_the_cores(workers: int) -> None:

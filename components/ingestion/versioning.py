@@ -6,12 +6,13 @@
     versioning.commit_pointer(root, "data: ...")   # git commit data.dvc (flows that re-version)
     versioning.push(root)                          # dvc push to the default remote
 
-The default remote is the folder `<root>/.dvc-remote`, stored in `.dvc/config` as `../.dvc-remote`
-(relative to `.dvc/`), so no machine path is committed. Being inside the checkout, it is per
-checkout: a clone pulls from the original's remote after `set_remote(clone, "/path/to/.dvc-remote",
-local_config=True)` or from a shared remote (an S3 bucket: `set_remote(root, "s3://bucket/prefix")`
-needs `pip install "dvc[s3]"` and credentials in the git-ignored `.dvc/config.local`, e.g.
-`dvc remote modify --local local access_key_id ...`).
+The default remote is the folder `~/.cache/instructue/dvc-remote`, stored in `.dvc/config` as
+written (DVC expands the `~`), so no machine path is committed and every clone on the machine shares
+it: `instructue ingest` pushes there and `dvc pull` in a second clone restores the same bytes. The
+environment variable `INSTRUCTUE_DVC_REMOTE` (a folder or a URL) replaces it for this package's DVC
+calls without touching any config file; a shared remote for a team (an S3 bucket:
+`set_remote(root, "s3://bucket/prefix")`, `infra/`) needs `pip install "dvc[s3]"` and credentials in
+the git-ignored `.dvc/config.local`, e.g. `dvc remote modify --local local access_key_id ...`.
 
 DVC runs in-process through `dvc.repo.Repo`; every path is taken from `root`, never from the working
 directory. DVC's repo-wide lock (`.dvc/tmp/lock`) retries for about 3 s, then fails with "Unable to
@@ -48,7 +49,9 @@ except ImportError:  # pragma: no cover - Windows: the thread lock alone seriali
 log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE = "local"
-DEFAULT_REMOTE_DIR = ".dvc-remote"
+DEFAULT_REMOTE_URL = "~/.cache/instructue/dvc-remote"  # per user, shared by every clone on the machine
+REMOTE_ENV = "INSTRUCTUE_DVC_REMOTE"  # replaces the default remote for this package's DVC calls
+ENV_REMOTE = "env"  # the remote's name when REMOTE_ENV is set
 LOCK_TIMEOUT_S = 600.0
 _URL = re.compile(r"^\w+://")
 
@@ -185,8 +188,10 @@ def _dvc(root: Path, action: str) -> Iterator[Any]:
     from dvc.lock import LockError
     from dvc.repo import Repo
 
+    override = os.environ.get(REMOTE_ENV, "").strip()
+    config = {"core": {"remote": ENV_REMOTE}, "remote": {ENV_REMOTE: {"url": override}}} if override else None
     try:
-        with _quiet_dvc_logs(), Repo(str(root)) as repo:
+        with _quiet_dvc_logs(), Repo(str(root), config=config) as repo:
             repo.scm_context.quiet = True  # no "to track the changes with git, run ..." hints
             yield repo
     except NotDvcRepoError:
@@ -255,25 +260,12 @@ def _quiet_config(conf: dict[str, Any]) -> None:
     conf["core"]["check_update"] = "false"
 
 
-def _ignore_in_tree_remote(repo: Any, root: Path) -> None:
-    """Keep `<root>/.dvc-remote` out of git and out of DVC's workspace walks."""
-    (root / DEFAULT_REMOTE_DIR).mkdir(exist_ok=True)
-    if not repo.config["core"].get("no_scm"):
-        repo.scm.ignore(str(root / DEFAULT_REMOTE_DIR))
-    dvcignore = root / ".dvcignore"
-    text = dvcignore.read_text(encoding="utf-8") if dvcignore.exists() else ""
-    entry = f"/{DEFAULT_REMOTE_DIR}/"
-    if entry not in text.splitlines():
-        sep = "" if not text or text.endswith("\n") else "\n"
-        dvcignore.write_text(f"{text}{sep}{entry}\n", encoding="utf-8")
-
-
 def ensure_dvc_repo(root: Path, no_scm: bool = False) -> bool:
     """Make `root` a DVC repository with analytics off and a default remote; True if it ran `dvc init`.
 
     Needs `root` to be inside a git repository (a subfolder of one gets `dvc init --subdir`), unless
-    `no_scm=True`. Without a default remote, adds `local` -> `<root>/.dvc-remote`, stored relative to
-    `.dvc/` and git-ignored. Safe to call every run.
+    `no_scm=True`. Without a default remote, adds `local` -> `~/.cache/instructue/dvc-remote`
+    (written with the `~`, so the committed config names no machine path). Safe to call every run.
 
     Raises:
         VersioningError: `root` is missing, is not in a git repository, or DVC failed.
@@ -301,17 +293,12 @@ def ensure_dvc_repo(root: Path, no_scm: bool = False) -> bool:
                 raise VersioningError(f"dvc init failed in {root}: {e}") from None
             created = True
             log.info("initialised DVC in %s", root)
-        with _dvc(root, "config") as repo:
-            needs_remote = not repo.config["core"].get("remote")  # merged over all config levels
-            with repo.config.edit("repo") as conf:
-                _quiet_config(conf)
-                if needs_remote:
-                    if DEFAULT_REMOTE not in conf["remote"]:
-                        conf["remote"][DEFAULT_REMOTE] = {"url": _stored_url(root, DEFAULT_REMOTE_DIR)}
-                    conf["core"]["remote"] = DEFAULT_REMOTE
-            if needs_remote:
-                _ignore_in_tree_remote(repo, root)
-                log.info("default DVC remote %r -> %s", DEFAULT_REMOTE, root / DEFAULT_REMOTE_DIR)
+        with _dvc(root, "config") as repo, repo.config.edit("repo") as conf:
+            _quiet_config(conf)
+            if not conf["core"].get("remote"):
+                conf["remote"].setdefault(DEFAULT_REMOTE, {"url": DEFAULT_REMOTE_URL})
+                conf["core"]["remote"] = DEFAULT_REMOTE
+                log.info("default DVC remote %r -> %s", DEFAULT_REMOTE, DEFAULT_REMOTE_URL)
         return created
 
 

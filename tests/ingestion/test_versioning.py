@@ -6,6 +6,7 @@ project's own `.dvc/`.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -89,24 +90,36 @@ def test_push_commit_clone_pull_round_trips_bytes_and_fingerprints(project, tmp_
     assert after.workspace == [] and (after.not_pushed, after.not_pulled, after.missing) == (0, 0, 0)
 
 
-def test_default_remote_is_relative_and_ignored_and_a_clone_can_point_at_it(project, tmp_path):
+def test_default_remote_is_per_user_so_a_second_clone_pulls_with_plain_dvc(project, tmp_path, monkeypatch):
+    monkeypatch.delenv(versioning.REMOTE_ENV)
+    home = tmp_path / "home"  # `~` of the committed config, for this process and the `dvc` CLI below
+    monkeypatch.setenv("HOME", str(home))
     versioning.ensure_dvc_repo(project)
     config = (project / ".dvc" / "config").read_text()
-    assert "url = ../.dvc-remote" in config and str(tmp_path) not in config
+    assert "url = ~/.cache/instructue/dvc-remote" in config and str(tmp_path) not in config
     assert "analytics = false" in config and "check_update = false" in config
     version = versioning.version_data(project)
     versioning.push(project)
-    assert (project / ".dvc-remote" / "files").is_dir()
+    assert (home / ".cache" / "instructue" / "dvc-remote" / "files").is_dir()
     versioning.commit_pointer(project, "data v1")
-    assert ".dvc-remote" not in git(project, "ls-files")
 
-    # The in-tree remote is per checkout: a clone on the same machine points at the original's.
-    clone = tmp_path / "clone"
+    clone = tmp_path / "clone"  # a second clone on the same machine: no setup, plain `dvc pull`
     git(tmp_path, "clone", "-q", str(project), str(clone))
-    versioning.set_remote(clone, str(project / ".dvc-remote"), local_config=True)
-    assert git(clone, "status", "--porcelain") == ""  # config.local is git-ignored
-    versioning.pull(clone)
+    dvc = Path(sys.executable).parent / "dvc"
+    subprocess.run([str(dvc), "pull", "-q"], cwd=clone, check=True, env={**os.environ, "HOME": str(home)})
+    assert file_bytes(clone / "data") == file_bytes(project / "data")
     assert versioning.fingerprint_datasets(clone / "data") == version.datasets
+    assert git(clone, "status", "--porcelain") == ""
+
+
+def test_the_environment_replaces_the_default_remote_without_touching_config(project, tmp_path):
+    versioning.ensure_dvc_repo(project)
+    before = (project / ".dvc" / "config").read_text()
+    versioning.version_data(project)
+    pushed = versioning.push(project)
+    assert pushed.remote == versioning.ENV_REMOTE and (tmp_path / "dvc-remote" / "files").is_dir()
+    assert (project / ".dvc" / "config").read_text() == before
+    assert not (project / ".dvc" / "config.local").exists()
 
 
 def test_same_content_same_md5_and_one_byte_changes_it(project):
@@ -152,7 +165,8 @@ def test_clear_errors_without_git_dvc_data_or_pointer(tmp_path):
         versioning.version_data(bare)
 
 
-def test_cli_remote_push_status_pull_and_user_errors(project, tmp_path):
+def test_cli_remote_push_status_pull_and_user_errors(project, tmp_path, monkeypatch):
+    monkeypatch.delenv(versioning.REMOTE_ENV)  # the remote this test configures, not the environment's
     runner = CliRunner()
     remote = tmp_path / "remote"
     set_remote = runner.invoke(data_app, ["remote", str(remote), "--root", str(project)])
