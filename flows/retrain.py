@@ -60,7 +60,17 @@ def version_step(root: Path) -> dict:
 
     versioning.ensure_dvc_repo(root)
     version = versioning.version_data(root)
-    return {"md5": version.md5, "datasets": version.datasets, "dvc_file": str(version.dvc_file)}
+    try:  # the version the registry records is then restorable with `dvc pull` in another clone
+        pushed = str(versioning.push(root))
+    except versioning.VersioningError as e:  # an unreachable remote must not stop a retrain
+        get_run_logger().warning("data version %s not pushed: %s", version.md5, e)
+        pushed = None
+    return {
+        "md5": version.md5,
+        "datasets": version.datasets,
+        "dvc_file": str(version.dvc_file),
+        "pushed": pushed,
+    }
 
 
 @task(name="synthesize", retries=2, retry_delay_seconds=10, **CACHED)
