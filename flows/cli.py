@@ -64,7 +64,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_flow(flow_fn, **parameters):
-    """Run a Prefect flow; a user error inside it exits 2 with its message, anything else raises."""
+    """Run a Prefect flow; a user error inside it exits 2 with its message, anything else raises.
+
+    However the run is stopped (SIGTERM, SIGKILL), Prefect's temporary server goes with it."""
+    from flows.shutdown import exit_on_sigterm, server_dies_with_its_parent
+
+    server_dies_with_its_parent()
+    exit_on_sigterm()
     state = flow_fn(**parameters, return_state=True)
     if state.is_failed():
         try:
@@ -651,6 +657,10 @@ def retrain(
     except user_errors() as e:
         raise fail(str(e)) from None
     tidy_cli_logs(user_errors())
+    from flows.shutdown import exit_on_sigterm, server_dies_with_its_parent
+
+    server_dies_with_its_parent()
+    exit_on_sigterm()
     state = retrain_flow(dataset=dataset, profile=profile, overrides=cfg, options=options,
                          root=str(root) if root else None, register_model=register, track=track,
                          refresh=refresh, evaluation=evaluation, return_state=True)  # fmt: skip

@@ -13,6 +13,7 @@ with one reason per row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -151,9 +152,26 @@ def ingest(
     """
     if not 0.0 <= max_bad_share <= 1.0:
         raise ValueError(f"max_bad_share must be in [0, 1], got {max_bad_share}")
+    target = Path(data_root) / raw.card.name
+    with dataset_lock(target):  # a second ingest of the dataset waits: it would remove our temp folder
+        return _ingest(raw, target, quarantine_root, run_id, max_bad_share, progress)
+
+
+def dataset_lock(target: Path, timeout_s: float = 3600.0):
+    """An inter-process lock per published dataset folder. The lock file lives in the system temp
+    folder (keyed by the folder's path), never in `data/`, which DVC hashes."""
+    import tempfile
+
+    from filelock import FileLock
+
+    key = hashlib.sha1(str(Path(target).resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
+    return FileLock(Path(tempfile.gettempdir()) / f"instructue-ingest-{key}.lock", timeout=timeout_s)
+
+
+def _ingest(raw: RawDataset, target: Path, quarantine_root: Path, run_id: str | None, max_bad_share: float,
+            progress: bool) -> IngestSummary:  # fmt: skip
     start = time.perf_counter()
     card, run_id = raw.card, run_id or new_run_id()
-    target = Path(data_root) / card.name
     remove_stale_temps(target)
     tmp = temp_sibling(target)
     q_target = Path(quarantine_root) / card.name / run_id
