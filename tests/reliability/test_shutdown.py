@@ -39,7 +39,14 @@ def _server_children(pid: int) -> list[psutil.Process]:
         kids = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return [k for k in kids if "uvicorn" in " ".join(k.cmdline())]
+    servers = []
+    for kid in kids:  # a short-lived child (git, a DVC helper) may end or be a zombie by now
+        try:
+            if "uvicorn" in " ".join(kid.cmdline()):
+                servers.append(kid)
+        except psutil.Error:
+            continue
+    return servers
 
 
 def _start(args: list[str], root: Path) -> subprocess.Popen:
@@ -67,13 +74,18 @@ def _stop_mid_flow(args: list[str], root: Path, sig: int, working) -> tuple[subp
 def _gone(pids: list[int], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [
-            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
+        alive = [p for p in pids if _running(p)]
         if not alive:
             return True
         time.sleep(0.2)
     return False
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _ingest_args() -> list[str]:
