@@ -321,7 +321,7 @@ def default_out(dataset: str, profile: str) -> Path:
 
 
 def _write(path: Path, payload: dict) -> None:
-    from components.ingestion.atomic import write_bytes_atomic
+    from components.common.atomic import write_bytes_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     # committed: run folders are written from `runs/` on, never as this machine's absolute paths

@@ -166,7 +166,7 @@ def _outputs_are(output: Path, marker: Path, key: str) -> bool:
 def _stamp(marker: Path, key: str, state: str) -> None:
     """Record that the step's outputs on disk are `key`'s, once it has run (not on a cache hit, which
     wrote nothing)."""
-    from components.ingestion.atomic import write_bytes_atomic
+    from components.common.atomic import write_bytes_atomic
 
     if state == "Completed":
         marker.parent.mkdir(parents=True, exist_ok=True)

@@ -279,7 +279,7 @@ def read_cached(folder: Path, user_ids: Sequence[int]) -> np.ndarray | None:
 
 def write_cached(folder: Path, user_ids: Sequence[int], matrix: np.ndarray, meta: dict) -> None:
     """Write an entry atomically: a temp folder renamed into place."""
-    from components.ingestion.atomic import replace_dir, temp_sibling
+    from components.common.atomic import replace_dir, temp_sibling
 
     tmp = temp_sibling(folder)
     try:

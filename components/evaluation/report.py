@@ -167,8 +167,8 @@ def _fmt(x: float | None) -> str:
 
 def write_report(result: EvaluationResult, folder: Path, plots: bool = True) -> dict:
     """Write `report.json`, `report.md` and the plots into `folder`; returns the JSON report."""
+    from components.common.atomic import write_text
     from components.evaluation import plots as P
-    from components.ingestion.atomic import write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

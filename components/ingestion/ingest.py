@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from components.ingestion.atomic import remove_stale_temps, replace_dir, temp_sibling, write_text
+from components.common.atomic import remove_stale_temps, replace_dir, temp_sibling, write_text
 from components.ingestion.contract import CARD_FILENAME, ContractTables, RawDataset, Split, Table
 from components.ingestion.validation import CHECK, ChunkValidator, ContractError
 
@@ -162,10 +162,12 @@ def dataset_lock(target: Path, timeout_s: float = 3600.0):
     folder (keyed by the folder's path), never in `data/`, which DVC hashes."""
     import tempfile
 
-    from filelock import FileLock
+    from components.common.locks import file_lock
 
     key = hashlib.sha1(str(Path(target).resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
-    return FileLock(Path(tempfile.gettempdir()) / f"instructue-ingest-{key}.lock", timeout=timeout_s)
+    path = Path(tempfile.gettempdir()) / f"instructue-ingest-{key}.lock"
+    why = f"another ingest of {target} has held its lock for {timeout_s:.0f} s ({path}); retry later"
+    return file_lock(path, timeout_s, lambda: TimeoutError(why))
 
 
 def _ingest(raw: RawDataset, target: Path, quarantine_root: Path, run_id: str | None, max_bad_share: float,

@@ -31,8 +31,6 @@ import os
 import re
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,10 +39,7 @@ from typing import Any
 
 import yaml
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: the thread lock alone serialises this process
-    fcntl = None  # type: ignore[assignment]
+from components.common.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -136,47 +131,19 @@ class DataStatus:
         return "\n".join(lines)
 
 
-_THREAD_LOCKS: dict[Path, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
-
-
-@contextmanager
-def repo_lock(root: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+def repo_lock(root: Path, timeout: float = LOCK_TIMEOUT_S):
     """Hold the versioning lock of `root`: one DVC or git step at a time, across threads and processes.
 
-    Not re-entrant. The file lock lives in the system temp folder (keyed by the root's path), so it
+    Not re-entrant. The lock file lives in the system temp folder (keyed by the root's path), so it
     exists before `dvc init` and never shows up in the repository.
     """
     key = Path(root).resolve()
-    with _THREAD_LOCKS_GUARD:
-        tlock = _THREAD_LOCKS.setdefault(key, threading.Lock())
-    deadline = time.monotonic() + timeout
-    if not tlock.acquire(timeout=timeout):
-        raise VersioningError(f"timed out after {timeout:.0f} s waiting for another DVC step on {key}")
-    try:
-        if fcntl is None:  # pragma: no cover
-            yield
-            return
-        digest = hashlib.sha1(str(key).encode(), usedforsecurity=False).hexdigest()[:16]
-        lock_path = Path(tempfile.gettempdir()) / f"instructue-dvc-{digest}.lock"
-        with open(lock_path, "a+") as fh:
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise VersioningError(
-                            f"timed out after {timeout:.0f} s waiting for another process's DVC step on "
-                            f"{key} (lock file {lock_path})"
-                        ) from None
-                    time.sleep(0.1)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-    finally:
-        tlock.release()
+    digest = hashlib.sha1(str(key).encode(), usedforsecurity=False).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"instructue-dvc-{digest}.lock"
+    why = (
+        f"timed out after {timeout:.0f} s waiting for another process's DVC step on {key} (lock file {path})"
+    )
+    return file_lock(path, timeout, lambda: VersioningError(why))
 
 
 @contextmanager

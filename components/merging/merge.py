@@ -131,7 +131,7 @@ def merge_run(
 
     from safetensors.torch import load_file, save_file
 
-    from components.ingestion.atomic import replace_dir, temp_sibling
+    from components.common.atomic import replace_dir, temp_sibling
     from components.modeling.factory import MODEL_FILE, TOKENIZER_DIR, WEIGHTS_FILE
     from components.training.trainer import INITIAL_DIR
 

@@ -95,7 +95,7 @@ def merge_and_select(
 ) -> Selection:
     """Merge the run's checkpoints (the last `settings.last`, or `checkpoints`), score every candidate
     with `score(folder)` (a float, or (float, details)), choose, and write `<run>/selection.json`."""
-    from components.ingestion.atomic import write_bytes_atomic
+    from components.common.atomic import write_bytes_atomic
     from components.training.checkpoint import complete_checkpoints
 
     run_dir = Path(run_dir)

@@ -91,7 +91,7 @@ def write_embeddings(
 ) -> Path:
     """One row per (user, instruction): `user_id`, `instruction` (null: universal; `tuned:<task>` for
     a tuned instruction), `embedding`."""
-    from components.ingestion.atomic import write_bytes_atomic
+    from components.common.atomic import write_bytes_atomic
 
     frames = []
     for instruction, matrix in by_instruction.items():

@@ -168,7 +168,7 @@ def write_model_files(model: InstructUE, folder: Path) -> Path:
 
 def save_model(model: InstructUE, folder: Path) -> Path:
     """Write the model folder atomically (temp folder, then rename)."""
-    from components.ingestion.atomic import replace_dir, temp_sibling
+    from components.common.atomic import replace_dir, temp_sibling
 
     folder = Path(folder)
     tmp = temp_sibling(folder)

@@ -18,23 +18,18 @@ between the read and the write (the UI, another machine) is reported instead of 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from components.common.locks import file_lock
 from components.registry.register import CHALLENGER, CHAMPION, RegistryError
 
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 120.0
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -48,38 +43,12 @@ class AliasChange:
     at: str
 
 
-@contextlib.contextmanager
-def model_lock(lock_dir: Path, name: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+def model_lock(lock_dir: Path, name: str, timeout: float = LOCK_TIMEOUT_S):
     """Serialise alias changes of one registered model across the threads and processes of a host."""
-    import fcntl
-
-    lock_dir = Path(lock_dir)
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_dir / f"{name.replace('/', '_')}.lock"
-    with _thread_locks_guard:
-        thread_lock = _thread_locks.setdefault(str(path.resolve()), threading.Lock())
-    if not thread_lock.acquire(timeout=timeout):
-        raise RegistryError(f"timed out after {timeout:.0f} s waiting for {path}; retry when it is free")
-    try:
-        with path.open("a") as f:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise RegistryError(
-                            f"timed out after {timeout:.0f} s waiting for {path}: another promotion or "
-                            "rollback holds it; retry when it finishes"
-                        ) from None
-                    time.sleep(0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-    finally:
-        thread_lock.release()
+    path = Path(lock_dir) / f"{name.replace('/', '_')}.lock"
+    return file_lock(path, timeout, lambda: RegistryError(
+        f"timed out after {timeout:.0f} s waiting for {path}: another promotion or rollback holds it; "
+        "retry when it finishes"))  # fmt: skip
 
 
 def alias_version(client, name: str, alias: str) -> str | None:

@@ -122,7 +122,7 @@ def write_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from components.ingestion.atomic import replace_dir
+    from components.common.atomic import replace_dir
 
     write_model_files(model, staging)
     tensors, groups = optimizer_tensors(optimizer_state_dict)

@@ -267,7 +267,7 @@ def train(
         run_id=run_id or None, s2sched_s=sched_s,
     )  # fmt: skip
     if main:
-        from components.ingestion.atomic import write_text
+        from components.common.atomic import write_text
 
         write_text(run_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
         tracker.log_metrics({"run_examples_per_s": result.examples_per_s, "run_s2sched_s": sched_s,

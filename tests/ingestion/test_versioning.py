@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from components.ingestion import versioning
 from components.ingestion.versioning import VersioningError
-from flows.data_cli import data_app
+from flows.cli.data_versions import data_app
 
 pytestmark = pytest.mark.integration
 

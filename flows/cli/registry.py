@@ -1,0 +1,164 @@
+"""`instructue register | promote | rollback | embed-batch | serve`: the MLflow registry side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors  # noqa: F401
+
+
+def _registry(root: Path | None):
+    """Project paths, registry settings and a client bound to the registry (no global MLflow state)."""
+    from components.registry.settings import RegistrySettings
+    from flows.settings import Paths
+
+    paths = Paths.resolve(root)
+    settings = RegistrySettings.load(paths.root)
+    return paths, settings, settings.client(paths.root)
+
+
+def _registry_errors() -> tuple[type[BaseException], ...]:
+    from components.modeling.assets import AssetError
+    from components.modeling.factory import ModelFolderError
+    from components.registry.records import RecordError
+    from components.registry.register import RegistryError
+
+    return (*user_errors(), RegistryError, RecordError, AssetError, ModelFolderError, KeyError)
+
+
+@app.command()
+def register(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="a model folder (model.json, weights)")],
+    dataset: Annotated[str, typer.Option(help="the ingested dataset the model was trained on")],
+    report: Annotated[
+        Path | None, typer.Option(help="optional: must be the evaluation recorded for these weights")
+    ] = None,
+    override_reason: Annotated[
+        str | None, typer.Option(help="register without a passed, recorded gate; recorded with who")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="registered model (default: registry.yaml's name)")] = None,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Register a model folder whose recorded evaluation passed its gate, with alias `challenger`.
+
+    The verdict is read from the evaluation MLflow holds for these exact weights (their sha256),
+    never from a file you pass."""
+    from components.registry.register import register as register_version
+
+    paths, settings, client = _registry(root)
+    name = name or settings.name_for(dataset)
+    try:
+        done = register_version(
+            client, settings.experiment_id(client, paths.root), model_dir=model_dir, report_path=report,
+            dataset_dir=paths.data / dataset, name=name, root=paths.root,
+            bundle_base_models=settings.bundle_base_models, override_reason=override_reason,
+        )  # fmt: skip
+    except _registry_errors() as e:
+        raise fail(str(e)) from None
+    typer.echo(f"registered {done.name} version {done.version} (alias challenger; run {done.run_id})")
+    typer.echo(f"promote with: instructue promote --model {done.name} --version {done.version} "
+               "--reviewer <you> --reason '...'")  # fmt: skip
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option(help="registered model name")],
+    version: Annotated[str, typer.Option(help="the version to make champion")],
+    reviewer: Annotated[str, typer.Option(help="who approves (recorded)")],
+    reason: Annotated[str, typer.Option(help="why (recorded)")],
+    override_reason: Annotated[
+        str | None, typer.Option(help="promote a version whose gate did not pass; recorded")
+    ] = None,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Move alias `champion` to a gated version, recording reviewer, reason, time and the previous one."""
+    from components.registry.promote import promote as promote_version
+
+    paths, settings, client = _registry(root)
+    try:
+        change = promote_version(
+            client, model, version, reviewer, reason, settings.locks(paths.root), override_reason
+        )
+    except _registry_errors() as e:
+        raise fail(str(e)) from None
+    typer.echo(f"{model}: champion is version {change.version} (was {change.previous or 'none'})")
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Option(help="registered model name")],
+    reviewer: Annotated[str, typer.Option(help="who rolls back (recorded)")],
+    reason: Annotated[str, typer.Option(help="why (recorded)")],
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Restore the champion that the current champion replaced."""
+    from components.registry.promote import rollback as rollback_version
+
+    paths, settings, client = _registry(root)
+    try:
+        change = rollback_version(client, model, reviewer, reason, settings.locks(paths.root))
+    except _registry_errors() as e:
+        raise fail(str(e)) from None
+    typer.echo(f"{model}: champion is version {change.version} again (was {change.previous})")
+
+
+@app.command("embed-batch")
+def embed_batch(
+    model: Annotated[
+        str, typer.Option(help="NAME@ALIAS, NAME/VERSION or models:/...; a bare name: champion")
+    ],
+    dataset: Annotated[str, typer.Option(help="an ingested dataset under data/")],
+    instruction: Annotated[list[str], typer.Option("--instruction", "-i", help="repeatable")] = [],  # noqa: B006
+    task: Annotated[list[str], typer.Option(help="a probe task of the card: its manual instruction")] = [],  # noqa: B006
+    universal: Annotated[bool, typer.Option(help="also embed without instruction")] = False,
+    split: Annotated[str, typer.Option(help="all, train or probe")] = "all",
+    out: Annotated[Path, typer.Option(help="parquet: user_id, instruction, embedding")] = Path(
+        "embeddings.parquet"
+    ),
+    batch_size: Annotated[int | None, typer.Option(help="users per forward pass")] = None,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Embed a dataset's users with a registry version (default: the champion) into parquet."""
+    from components.ingestion.card import DatasetCard
+    from components.ingestion.contract import CARD_FILENAME
+    from components.registry.batch import embed_batch as run_batch
+
+    paths, _, client = _registry(root)
+    try:
+        card = DatasetCard.load(paths.data / dataset / CARD_FILENAME)
+        instructions: list[str | None] = [*instruction, *(card.task(t).instruction for t in task)]
+        if universal or not instructions:
+            instructions.insert(0, None)
+        rows, mv = run_batch(client, model, paths.data / dataset, instructions, out, split, batch_size)
+    except _registry_errors() as e:
+        raise fail(str(e)) from None
+    typer.echo(f"wrote {rows:,} embeddings from {mv.name} version {mv.version} to {out}")
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str, typer.Option(help="NAME@ALIAS, NAME/VERSION or models:/...; a bare name: champion")
+    ],
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 5001,
+    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+) -> None:
+    """Serve a registry version over REST (MLflow's scoring app, requests bounded and checked)."""
+    import os
+
+    from components.registry.batch import ModelRef
+    from components.registry.register import RegistryError
+    from components.registry.serve import serve_command
+
+    paths, settings, _ = _registry(root)
+    try:
+        uri = ModelRef.parse(model).uri
+    except RegistryError as e:
+        raise fail(str(e)) from None
+    cmd, env = serve_command(uri, settings.tracking(paths.root), settings.registry(paths.root), host, port)
+    typer.echo(f"serving {uri} on http://{host}:{port}/invocations", err=True)
+    os.execvpe(cmd[0], cmd, env)
