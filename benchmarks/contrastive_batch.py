@@ -67,7 +67,7 @@ def similarity_stats(objective, batch: list, task: str, centre: bool) -> dict[st
         route = m.route([task] * len(batch), Branch.EMBEDDING)
         rows, answer_rows = objective._user_rows(batch, 0), objective._answer_rows([e.answer for e in batch])
         hidden, answer_hidden = objective._decode([(rows, route), (answer_rows, route)])
-        users = objective._pool(hidden, rows.mask, rows.user_pos)
+        users = objective.pool_users(hidden, rows.mask, rows.user_pos)
         answers = objective._last_states(answer_hidden, answer_rows)
     off = ~torch.eye(len(batch), dtype=torch.bool)
     raw_u, raw_a = F.normalize(users, dim=-1), F.normalize(answers, dim=-1)

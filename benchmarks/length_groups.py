@@ -37,14 +37,14 @@ def parse_overheads(text: str) -> list[int | None]:
 def count_positions(model, counter: list[int]) -> None:
     """Adds each decoder call's computed positions (rows x padded length) to `counter[0]`, and the
     call to `counter[1]`."""
-    decoder = model._decoder
+    decoder = model.decode
 
     def counted(embeds, *args, **kw):
         counter[0] += embeds.shape[0] * embeds.shape[1]
         counter[1] += 1
         return decoder(embeds, *args, **kw)
 
-    model._decoder = counted
+    model.decode = counted
 
 
 def main(argv: list[str] | None = None) -> dict:

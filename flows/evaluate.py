@@ -21,6 +21,7 @@ from components.evaluation import evaluate as ev
 from components.evaluation.baselines import compute_baselines, data_fingerprint
 from components.evaluation.gates import load_gate_settings
 from components.evaluation.report import table, write_report
+from components.evaluation.tracking import log_to_mlflow
 from flows.settings import Paths
 
 CACHE_DIR = ".cache"
@@ -70,11 +71,9 @@ def training_run_id(model_dir: Path) -> str | None:
 
 
 def mlflow_client(root: Path):
-    from mlflow.tracking import MlflowClient
+    from components.training.tracking import tracking_client
 
-    from components.training.tracking import TrackingSettings
-
-    return MlflowClient(TrackingSettings.load(root).uri(root))
+    return tracking_client(root)
 
 
 def evaluation_run(root: Path, dataset: str, model_dir: Path) -> str:
@@ -150,7 +149,7 @@ def report_task(result, folder: Path) -> dict:
 
 @task(name="log-to-mlflow", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def log_task(root: Path, run_id: str, report: dict, folder: Path) -> None:
-    ev.log_to_mlflow(mlflow_client(root), run_id, report, folder)
+    log_to_mlflow(mlflow_client(root), run_id, report, folder)
 
 
 @flow(name="evaluate")

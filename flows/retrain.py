@@ -119,6 +119,7 @@ def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path
     from components.evaluation import evaluate as ev
     from components.evaluation.plots import s2sched_from_checkpoints, s2sched_from_mlflow
     from components.evaluation.report import table, write_report
+    from components.evaluation.tracking import log_to_mlflow
     from components.modeling.tuned import save_tuned
     from flows.evaluate import CACHE_DIR, build_settings, evaluation_run, mlflow_client
 
@@ -136,7 +137,7 @@ def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path
         save_tuned(model_dir, list(result.tuned.values()))
     # the report and plots join the training run in MLflow (or a run of their own): registration
     # reads the gate from there, found by the model's digest, never from a file a person passes
-    ev.log_to_mlflow(
+    log_to_mlflow(
         mlflow_client(root), run_id or evaluation_run(root, data_dir.name, model_dir), report, out_dir
     )
     return {"gate": report["gate"], "headline": report["headline"], "seconds": report.get("seconds"),

@@ -29,7 +29,8 @@ from torch import nn
 
 from components.ingestion.card import DatasetCard
 from components.ingestion.contract import ContractTables
-from components.modeling.model import InstructUE, PrefixCache
+from components.modeling.model import InstructUE
+from components.modeling.prefix_cache import PrefixCache
 from components.modeling.profile import build_profiles
 from components.modeling.tuned import TunedInstruction, load_tuned, save_tuned, tuned_for
 from components.training.losses import centre_groups

@@ -7,12 +7,10 @@ causal LM; the final hidden state at `<USER>` is the user embedding.
 "without tabular" / "without sequences"): the left-out sources get no adapters and no input tokens,
 at training, embedding and evaluation alike, since every input is planned by `batch`.
 
-Prefix reuse: the user block precedes the instruction, so its key/value cache does not depend on the
-instruction. `embed` runs the block once per batch and route (`prefix`) and then, per instruction,
-only the instruction tokens and `<USER>` (`embed_suffixes`), with position ids continuing from each
-user's true length. An instruction is a text, None (universal) or a `TunedInstruction` whose soft
-tokens are fed as input embeddings in place of the instruction's token embeddings; tuning them
-(`components.evaluation.tuning`) reuses one `PrefixCache` for every optimisation step.
+Prefix reuse (`prefix_cache.py`): the user block precedes the instruction, so `embed` runs it once
+per batch and route and then only each instruction's tokens and `<USER>`. An instruction is a text,
+None (universal) or a `TunedInstruction` whose soft tokens replace the instruction's token
+embeddings; tuning them (`components.evaluation.tuning`) reuses one `PrefixCache` for every step.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import contextlib
 import functools
 import inspect
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -29,54 +27,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.modeling.adapters import SourceAdapter, TabularEmbedder, TabularSpec
+from components.modeling.adapters import SourceAdapter, TabularEmbedder
 from components.modeling.config import AdapterInit, InputMode, ModelConfig, Pooling
 from components.modeling.inputs import (
     GROUP_OVERHEAD,
     Plan,
     append_suffix,
     block_sources,
-    length_groups,
     multi_encoder_rows,
     text_rows,
 )
 from components.modeling.lora import LoraSettings, apply_lora, mark_trainable
+from components.modeling.padded import decode_padded
 from components.modeling.precision import bf16_default
+from components.modeling.prefix_cache import PrefixCache, embed_suffixes, run_prefix
 from components.modeling.profile import UserProfile
+from components.modeling.spec import ModelSpec
 from components.modeling.tmole import INSTRUCTION, UNIVERSAL, Branch, Route, TMoLE, TMoLESettings, routed
 from components.modeling.tokens import USER_TOKEN, TokenEmbedder, add_to_tokenizer, special_tokens
 from components.modeling.tuned import TunedInstruction
 
-SPEC_VERSION = 1
-
 Instruction = str | TunedInstruction | None
-
-
-@dataclass
-class ModelSpec:
-    """The dataset-dependent shape of a model, saved beside its weights as JSON."""
-
-    sources: list[str]  # card order, including the tabular source
-    tabular_source: str | None
-    tabular: TabularSpec
-    encoder_dim: int | None  # None in text-only mode
-    version: int = SPEC_VERSION
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def sequence_sources(self) -> list[str]:
-        return [s for s in self.sources if s != self.tabular_source]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
-        if d.get("version") != SPEC_VERSION:
-            raise ValueError(
-                f"model spec version {d.get('version')} is not supported (expected {SPEC_VERSION})"
-            )
-        return cls(**{**d, "tabular": TabularSpec(**d["tabular"])})
 
 
 @dataclass
@@ -89,24 +60,6 @@ class UserBatch:
     numeric: torch.Tensor  # (B, F_num)
     categorical: torch.Tensor  # (B, F_cat)
     event_user: list[int] = field(default_factory=list)  # the user (row of the batch) of each event
-
-
-@dataclass
-class PrefixCache:
-    """A batch's user blocks run once under one route: what every instruction's suffix pass reuses."""
-
-    plan: Plan
-    route: Route | None
-    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, heads, L, head_dim)
-    hidden_sum: torch.Tensor  # (B, d) sum of the block's final hidden states (mean pooling)
-    n: torch.Tensor  # (B, 1) the block's true length
-
-    def cache(self):
-        """A fresh key/value cache holding the block: a suffix pass appends to its cache, so each
-        pass gets its own copy and the stored tensors stay as they are (and out of any autograd graph)."""
-        from transformers import DynamicCache
-
-        return DynamicCache(ddp_cache_data=self.kv)
 
 
 class InstructUE(nn.Module):
@@ -274,30 +227,30 @@ class InstructUE(nn.Module):
         for i, p in enumerate(profiles):
             per: dict[str, list[int]] = {}
             for s in self.sequence_sources:
-                per[s] = self._tokenize("\n".join(p.events[s]))[-budget:]  # the most recent tokens
+                per[s] = self.tokenize("\n".join(p.events[s]))[-budget:]  # the most recent tokens
             if self.tabular_source is not None:
                 row = users.iloc[i]
                 text = "; ".join(f"{f}: {_fmt(row[f])}" for f in self.spec.tabular.numeric)
                 cats = "; ".join(f"{f}: {row[f]}" for f in self.spec.tabular.categorical)
                 text = "; ".join(t for t in (text, cats) if t)
-                per[self.tabular_source] = self._tokenize(text)[:budget]
+                per[self.tabular_source] = self.tokenize(text)[:budget]
             out.append(per)
         return out
 
-    def _tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str) -> list[int]:
         if not text:
             return []
         return self.tokens.remap(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _suffix(self, instruction: str | None) -> list[int]:
+    def suffix_codes(self, instruction: str | None) -> list[int]:
         """The instruction's tokens (none for the universal embedding), then `<USER>`."""
-        ids = self._tokenize(instruction or "")[: self.config.max_instruction_tokens]
+        ids = self.tokenize(instruction or "")[: self.config.max_instruction_tokens]
         return [*ids, self.token_ids[USER_TOKEN]]
 
     def instruction_embeddings(self, text: str) -> torch.Tensor:
         """(k, d) float32 copy of the input embeddings of `text`'s tokens: where a tuned instruction
         starts (InstructUE 3.3.3)."""
-        ids = self._suffix(text)[:-1]
+        ids = self.suffix_codes(text)[:-1]
         if not ids:
             raise ValueError(f"instruction {text!r} has no tokens: a tuned instruction needs at least one")
         with torch.no_grad():
@@ -307,7 +260,7 @@ class InstructUE(nn.Module):
         """(T, d) input embeddings of the instruction suffix: the instruction's token embeddings, or a
         tuned instruction's soft tokens in their place, then `<USER>`."""
         if not isinstance(instruction, TunedInstruction):
-            return self.tokens(torch.tensor(self._suffix(instruction), device=self.device))
+            return self.tokens(torch.tensor(self.suffix_codes(instruction), device=self.device))
         user = self.tokens(torch.tensor([self.token_ids[USER_TOKEN]], device=self.device))
         soft = instruction.tokens
         if soft.ndim != 2 or soft.shape[1] != self.dim:
@@ -399,7 +352,7 @@ class InstructUE(nn.Module):
         """bf16 autocast: as configured, else where it measures faster (`precision.bf16_default`)."""
         return self.config.bf16 if self.config.bf16 is not None else bf16_default(self.device)
 
-    def _autocast(self):
+    def autocast(self):
         if self.uses_bf16():
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -430,11 +383,11 @@ class InstructUE(nn.Module):
                 n += 1
         return n
 
-    def _decoder(self, embeds, mask, positions, cache=None, route: Route | None = None, all_layers=False):
+    def decode(self, embeds, mask, positions, cache=None, route: Route | None = None, all_layers=False):
         if not self._frozen_cast:
             self.frozen_weights_to_bf16()
             self._frozen_cast = True
-        with self._autocast(), routed(self.tmole, route):
+        with self.autocast(), routed(self.tmole, route):
             return self.backbone.base_model(
                 inputs_embeds=embeds,
                 attention_mask=mask,
@@ -445,41 +398,13 @@ class InstructUE(nn.Module):
             )
 
     def decode_padded(
-        self,
-        embeds: torch.Tensor,
-        lengths: torch.Tensor,
-        route: Route | None = None,
+        self, embeds: torch.Tensor, lengths: torch.Tensor, route: Route | None = None,
         overhead: int | None = GROUP_OVERHEAD,
-    ) -> torch.Tensor:
-        """The last hidden states (B, L, d) of right-padded input embeddings (B, L, d) whose rows hold
-        `lengths` valid positions each.
+    ) -> torch.Tensor:  # fmt: skip
+        """The last hidden states of right-padded rows, one pass per length group (`padded.py`)."""
+        return decode_padded(self, embeds, lengths, route, overhead)
 
-        With `overhead`, the decoder runs once per group of similar lengths (`inputs.length_groups`),
-        each group cut to its longest row, so padding costs little; positions past that row come back
-        as zeros (callers read valid positions only). A causal mask keeps right padding out of every
-        valid position's attention, so this equals one padded pass up to float rounding.
-        `overhead=None`: one pass over all rows.
-        """
-        B, L = embeds.shape[:2]
-        lengths = lengths.to(self.device)
-        groups = [list(range(B))] if overhead is None else length_groups(lengths.tolist(), overhead)
-        parts, order = [], []
-        for idx in groups:
-            rows = torch.tensor(idx, device=self.device)
-            n = int(lengths[rows].max())
-            mask = (torch.arange(n, device=self.device)[None, :] < lengths[rows][:, None]).long()
-            positions = torch.arange(n, device=self.device)[None, :].expand_as(mask)
-            sub = Route(route.task_ids[rows], route.branch[rows]) if route is not None else None
-            hidden = self._decoder(embeds[rows, :n], mask, positions, route=sub).last_hidden_state
-            parts.append(F.pad(hidden, (0, 0, 0, L - n)))
-            order += idx
-        if len(parts) == 1 and order == list(range(B)):
-            return parts[0]
-        inverse = torch.empty(B, dtype=torch.long, device=self.device)
-        inverse[torch.tensor(order, device=self.device)] = torch.arange(B, device=self.device)
-        return torch.cat(parts)[inverse]
-
-    def _pool(self, hidden: torch.Tensor, plan: Plan) -> torch.Tensor:
+    def pool(self, hidden: torch.Tensor, plan: Plan) -> torch.Tensor:
         lengths = plan.lengths.to(hidden.device)
         if self.config.pooling is Pooling.USER_TOKEN:
             h = hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
@@ -491,7 +416,7 @@ class InstructUE(nn.Module):
     def embed_uncached(self, batch: UserBatch, instruction: Instruction) -> torch.Tensor:
         """(B, d) L2-normalised embeddings from one full pass per user: block + instruction + <USER>."""
         out, plan, _ = self._full_pass(batch, instruction)
-        return self._pool(out.last_hidden_state, plan)
+        return self.pool(out.last_hidden_state, plan)
 
     def layer_states(
         self, batch: UserBatch, instruction: Instruction
@@ -516,7 +441,7 @@ class InstructUE(nn.Module):
         mask = plan.mask.to(self.device)
         positions = (torch.arange(plan.codes.shape[1], device=self.device)[None, :]).expand_as(mask)
         route = self.route([self.inference_task(instruction)] * B)
-        return self._decoder(embeds, mask, positions, route=route, all_layers=all_layers), plan, T
+        return self.decode(embeds, mask, positions, route=route, all_layers=all_layers), plan, T
 
     def embed(self, batch: UserBatch, instructions: list[Instruction]) -> list[torch.Tensor]:
         """Embeddings under each instruction, the user block computed once per route (prefix reuse).
@@ -540,64 +465,12 @@ class InstructUE(nn.Module):
         return out
 
     def prefix(self, batch: UserBatch, soft: torch.Tensor, route: Route | None) -> PrefixCache:
-        """Run the batch's user blocks once under `route`; `soft` is `soft_tokens(batch)`."""
-        from transformers import DynamicCache
-
-        plan = batch.plan
-        mask = plan.mask.to(self.device)
-        positions = torch.arange(plan.codes.shape[1], device=self.device)[None, :].expand_as(mask)
-        cache = DynamicCache()  # filled in place: read from it, not from the output (renamed in 5.x)
-        out = self._decoder(self.input_embeddings(plan, soft), mask, positions, cache, route)
-        m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
-        return PrefixCache(plan, route, kv, (out.last_hidden_state * m).sum(1), m.sum(1))
+        """Run the batch's user blocks once under `route` (`prefix_cache.run_prefix`)."""
+        return run_prefix(self, batch, soft, route)
 
     def embed_suffixes(self, prefix: PrefixCache, suffixes: list[torch.Tensor]) -> list[torch.Tensor]:
-        """(B, d) L2-normalised embeddings for each suffix (`suffix_embeddings`, (T_k, d)) over the
-        cached user blocks, in one pass.
-
-        The suffixes are laid side by side, and a 4D attention mask lets each suffix token see the
-        user's block and the earlier tokens of its own suffix only, with position ids restarting at the
-        user's true length for every suffix. The result equals one full pass per instruction.
-        Gradients flow to the suffix embeddings only (the cached block is a constant).
-        """
-        plan = prefix.plan
-        mask = plan.mask.to(self.device)
-        B, L = plan.codes.shape
-        lengths = [int(x.shape[0]) for x in suffixes]
-        seg = torch.cat([torch.full((n,), k) for k, n in enumerate(lengths)]).to(self.device)
-        offset = torch.cat([torch.arange(n) for n in lengths]).to(self.device)
-        x = torch.cat(suffixes)  # (T, d)
-        T = x.shape[0]
-        # key j is visible to query i: same suffix and not later (block-diagonal causal), or any valid
-        # position of the user's block
-        own = (seg[:, None] == seg[None, :]) & (offset[None, :] <= offset[:, None])  # (T, T)
-        visible = torch.cat([mask.bool()[:, None, :].expand(B, T, L), own[None].expand(B, T, T)], dim=2)
-        out = self._decoder(
-            x[None].expand(B, T, self.dim),
-            self._mask_4d(visible[:, None]),
-            plan.lengths.to(self.device)[:, None] + offset[None, :],
-            prefix.cache(),
-            prefix.route,
-        ).last_hidden_state  # (B, T, d)
-        ends = torch.cumsum(torch.tensor(lengths, device=self.device), 0)
-        if self.config.pooling is Pooling.USER_TOKEN:
-            return [F.normalize(out[:, e - 1].float(), dim=-1) for e in ends]
-        result = []
-        for k, n in enumerate(lengths):
-            h = (prefix.hidden_sum + out[:, seg == k].sum(1)) / (prefix.n + n)
-            result.append(F.normalize(h.float(), dim=-1))
-        return result
-
-    def _mask_4d(self, visible: torch.Tensor) -> torch.Tensor:
-        """A boolean (B, 1, Q, K) mask as the attention implementation wants it: SDPA takes booleans,
-        the eager implementation adds the mask to the scores."""
-        if getattr(self.backbone.config, "_attn_implementation", "sdpa") == "sdpa":
-            return visible
-        dtype = torch.bfloat16 if self.uses_bf16() else torch.float32
-        return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
-            ~visible, torch.finfo(dtype).min
-        )
+        """(B, d) embeddings for each suffix over the cached blocks (`prefix_cache.embed_suffixes`)."""
+        return embed_suffixes(self, prefix, suffixes)
 
 
 def _keep_layers(backbone: nn.Module, k: int) -> None:

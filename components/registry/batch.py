@@ -47,18 +47,18 @@ class ModelRef:
 
 def resolve(client, ref: str | ModelRef):
     """The `ModelVersion` a reference points to."""
-    from components.registry.promote import _version, alias_version
+    from components.registry.promote import alias_version, model_version
 
     ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
     if ref.version is not None:
-        return _version(client, ref.name, ref.version)
+        return model_version(client, ref.name, ref.version)
     version = alias_version(client, ref.name, ref.alias)
     if version is None:
         raise RegistryError(
             f"registered model {ref.name!r} has no alias {ref.alias!r}; "
             f"{'promote a version with `instructue promote`' if ref.alias == CHAMPION else 'set it first'}"
         )
-    return _version(client, ref.name, version)
+    return model_version(client, ref.name, version)
 
 
 def download(client, ref: str | ModelRef, dst: Path) -> tuple[Path, object]:

@@ -77,7 +77,7 @@ def _require_model(client, name: str) -> None:
         raise
 
 
-def _version(client, name: str, version: str):
+def model_version(client, name: str, version: str):
     from mlflow.exceptions import MlflowException
 
     try:
@@ -127,7 +127,7 @@ def promote(
     if not reviewer.strip() or not reason.strip():
         raise RegistryError("a promotion needs a reviewer and a reason (--reviewer, --reason)")
     with model_lock(lock_dir, name):
-        mv = _version(client, name, version)
+        mv = model_version(client, name, version)
         gate = mv.tags.get("gate.passed")
         if gate != "true" and not (override_reason and override_reason.strip()):
             state = "failed" if gate == "false" else "has no gate verdict"
@@ -165,13 +165,13 @@ def rollback(client, name: str, reviewer: str, reason: str, lock_dir: Path) -> A
         current = alias_version(client, name, CHAMPION)
         if current is None:
             raise RegistryError(f"{name} has no {CHAMPION} to roll back; promote a version first")
-        previous = _version(client, name, current).tags.get("previous_champion") or None
+        previous = model_version(client, name, current).tags.get("previous_champion") or None
         if previous is None:
             raise RegistryError(
                 f"{name} version {current} replaced no earlier champion, so there is nothing to roll back "
                 "to; promote another version instead"
             )
-        _version(client, name, previous)  # it may have been deleted since
+        model_version(client, name, previous)  # it may have been deleted since
         change = AliasChange(name, "rollback", previous, current, reviewer, reason, _now())
         for key, value in {"rolled_back_by": reviewer, "rollback_reason": reason,
                            "rolled_back_at": change.at}.items():  # fmt: skip

@@ -105,7 +105,7 @@ def recorded_evaluation(client, digest: str, into: Path) -> tuple[str, GateRepor
     Raises:
         RegistryError: no run of any experiment carries the digest, or its report is of other weights.
     """
-    from components.evaluation.evaluate import EVAL_DIGEST_TAG
+    from components.evaluation.tracking import EVAL_DIGEST_TAG
 
     experiments = [e.experiment_id for e in client.search_experiments()]
     where = f"tags.`{EVAL_DIGEST_TAG}` = '{digest}'"

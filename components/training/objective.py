@@ -98,7 +98,7 @@ class Objective(nn.Module):
         """The answer's tokens, truncated (cached: answers recur across steps)."""
         ids = self._answers.get(answer)
         if ids is None:
-            ids = self._answers[answer] = self.model._tokenize(answer)[: self.settings.max_answer_tokens]
+            ids = self._answers[answer] = self.model.tokenize(answer)[: self.settings.max_answer_tokens]
         return ids
 
     def answer_ids(self, answer: str) -> list[int]:
@@ -143,13 +143,15 @@ class Objective(nn.Module):
         if shared:
             rows, h = parts[0][0], hidden[0]
             users = (
-                self._pool(h[: len(emb)], rows.mask[: len(emb)], rows.user_pos[: len(emb)]) if emb else None
+                self.pool_users(h[: len(emb)], rows.mask[: len(emb)], rows.user_pos[: len(emb)])
+                if emb
+                else None
             )
             lm = self._lm(h, rows.target) if gen else None
             k = 1
         else:
             if emb:
-                users = self._pool(hidden[k], parts[k][0].mask, parts[k][0].user_pos)
+                users = self.pool_users(hidden[k], parts[k][0].mask, parts[k][0].user_pos)
                 k += 1
             if gen:
                 lm = self._lm(hidden[k], parts[k][0].target)
@@ -182,7 +184,7 @@ class Objective(nn.Module):
         rows, labels, user_pos = [], [], []
         for i, e in enumerate(examples):
             block = batch.plan.codes[i, : int(batch.plan.lengths[i])].tolist()
-            prompt = block + m._suffix(e.instruction)
+            prompt = block + m.suffix_codes(e.instruction)
             answer = self.answer_ids(e.answer) if i < n_answers else []
             rows.append(prompt + answer)
             labels.append([IGNORE] * len(prompt) + answer)  # Eq. 1 only on answer tokens
@@ -242,11 +244,11 @@ class Objective(nn.Module):
     def _lm(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         predict = shift_labels(target)  # position t predicts the token at t + 1
         keep = predict != IGNORE
-        with self.model._autocast():
+        with self.model.autocast():
             logits = self.model.backbone.get_output_embeddings()(hidden[keep])
         return next_token_loss(logits, predict[keep])
 
-    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, user_pos: list[int]) -> torch.Tensor:
+    def pool_users(self, hidden: torch.Tensor, mask: torch.Tensor, user_pos: list[int]) -> torch.Tensor:
         pos = torch.tensor(user_pos, device=hidden.device)
         if self.model.config.pooling is Pooling.USER_TOKEN:
             return hidden[torch.arange(len(pos), device=hidden.device), pos].float()

@@ -39,6 +39,13 @@ class TrackingSettings(BaseModel):
         return artifact_uri(self.artifact_root, root)
 
 
+def tracking_client(root: Path):
+    """An `MlflowClient` on the project's tracking store (`mlruns_config/tracking.yaml`)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(TrackingSettings.load(root).uri(root))
+
+
 def store_uri(configured: str | None, root: Path) -> str:
     """`$MLFLOW_TRACKING_URI`, else the configured URI, else the project's SQLite store. One rule for
     training runs and the registry, so both find the same store by default."""

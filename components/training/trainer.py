@@ -6,7 +6,7 @@ One process, or several under `torchrun` / `accelerate launch` (gloo on CPUs, NC
 FSDP from the launch config in `infra/training/`): accelerate wraps the objective and averages the
 gradients; every process draws the same global batch from the sampler and trains on its own slice.
 AdamW, linear warm-up then cosine decay, gradient accumulation and clipping; bf16 autocast where it
-measures faster (see `InstructUE._autocast`, `modeling/precision.py`).
+measures faster (see `InstructUE.autocast`, `modeling/precision.py`).
 
 A run folder holds `checkpoints/step-<n>/` (see `checkpoint.py`) and, at the end, `model/` (a model
 folder `instructue embed --model` loads) and `result.json` (steps, wall time, rates, final losses);

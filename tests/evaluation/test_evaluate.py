@@ -123,7 +123,7 @@ def test_evaluate_writes_a_report_with_every_variant_baseline_and_plot(
 def test_log_to_mlflow_records_metrics_tags_and_artifacts(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from components.evaluation.evaluate import log_to_mlflow
+    from components.evaluation.tracking import log_to_mlflow
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("eval", artifact_location=(tmp_path / "artifacts").as_uri())

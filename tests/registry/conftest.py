@@ -48,7 +48,7 @@ def record_evaluation(client, model_dir: Path, folder: Path, passed: bool = True
                       reasons: tuple[str, ...] = ()) -> Path:  # fmt: skip
     """What an evaluation leaves in the store: a run tagged with the weights' digest holding the report
     under `evaluation/` (in its own experiment, as `flows/evaluate.py` does). Returns the report."""
-    from components.evaluation.evaluate import EVAL_DIGEST_TAG
+    from components.evaluation.tracking import EVAL_DIGEST_TAG
     from components.modeling.factory import model_digest
 
     report = write_report(folder / "report.json", passed, reasons, model_dir)
