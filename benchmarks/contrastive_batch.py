@@ -97,10 +97,8 @@ def run_mode(config, card, tables, batch: list, task: str, centre: bool, steps: 
         model.add_lora(config.lora)
     ids = sorted({e.user_id for e in batch})
     profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
-    settings = ObjectiveSettings(
-        n_embedding=len(batch), n_generative=0, temperature=config.temperature, margin=config.margin,
-        same_side=config.same_side, max_answer_tokens=config.max_answer_tokens, centre=centre,
-    )  # fmt: skip
+    settings = ObjectiveSettings.from_config(config, n_embedding=len(batch), n_generative=0, centre=centre,
+                                             in_task_negatives=False, alpha_rec=0.0)  # fmt: skip
     objective = Objective(model, settings, profiles, tables.users).eval()  # dropout off, gradients on
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -60,10 +60,7 @@ def step_variant(
     seed_everything(0)
     model = build_model(card, tables.users, config.model, cache_dir)
     model = model.add_tmole(tmole) if name == "tmole" else model.add_lora(lora)
-    settings = ObjectiveSettings(
-        n_embedding=config.n_embedding, n_generative=config.n_generative,
-        max_answer_tokens=config.max_answer_tokens, share_pass=name == "lora", group_overhead=group_overhead,
-    )  # fmt: skip
+    settings = ObjectiveSettings.from_config(config, share_pass=name == "lora", group_overhead=group_overhead)
     objective = Objective(model, settings, profiles, tables.users).train()
     params = [q for q in objective.parameters() if q.requires_grad]
     return objective, torch.optim.AdamW(params, lr=1e-4), params

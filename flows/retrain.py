@@ -187,15 +187,18 @@ def retrain_flow(
     track: bool = True,
     refresh: bool = False,
     evaluation: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict:
     """Parameters: the dataset (a reader name), the run profile (`tiny`, `quick`, `paper` or a YAML
     path) with `key=value` overrides, reader options, the UserQA writer and evaluation overrides
     (dotted keys as `instructue evaluate --set`, e.g. `{"tuning.steps": 10}`). Returns every step's
-    record, the evaluation report's path, the gate verdict and the registered version."""
+    record, the evaluation report's path, the gate verdict and the registered version. `config`: the
+    resolved training configuration when the caller has loaded the profile already (the CLI does,
+    to fail before any step): it is then validated, not loaded again."""
     from components.merging.select import SELECTION_FILE
     from components.modeling.factory import WEIGHTS_FILE
     from components.registry.champion import champion_for
-    from components.training.config import load_profile
+    from components.training.config import TrainConfig, load_profile
     from components.training.data import USERQA_FILE
     from components.training.trainer import RESULT_FILE
     from components.userqa.synthesize import SynthesisConfig
@@ -203,7 +206,8 @@ def retrain_flow(
 
     log = get_run_logger()
     paths = Paths.resolve(Path(root) if root else None)
-    config = load_profile(profile, list(overrides or []))  # validated before any work starts
+    # the profile is read once per retrain: here, or by the caller that passes it resolved
+    config = TrainConfig.model_validate(config) if config else load_profile(profile, list(overrides or []))
     evaluation = dict(evaluation or {})  # so are the evaluation overrides; the resolved settings
     # key the evaluation's cache, so that a changed default (tuning.centre) re-runs it
     resolved_evaluation = build_settings(paths.root, dataset, evaluation).model_dump(

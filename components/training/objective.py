@@ -14,7 +14,7 @@ second, short pass.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
@@ -56,6 +56,17 @@ class ObjectiveSettings:
     alpha_rec: float = 0.0  # the reconstruction loss's weight (`losses.reconstruction_loss`; 0: off)
     # the branches' sequences and the answers decoded in one call, routed per row (`Objective._decode`)
     fuse_passes: bool = True
+
+    @classmethod
+    def from_config(cls, config, **changes) -> ObjectiveSettings:
+        """The objective a `TrainConfig` asks for (the one place its fields are copied); `changes`
+        override single fields (a benchmark's one-branch batch, say)."""
+        return replace(cls(
+            n_embedding=config.n_embedding, n_generative=config.n_generative, temperature=config.temperature,
+            margin=config.margin, same_side=config.same_side, alpha_lm=config.alpha_lm,
+            alpha_cl=config.alpha_cl, alpha_rec=config.alpha_rec, max_answer_tokens=config.max_answer_tokens,
+            in_task_negatives=config.task_batches is not None, centre=config.centre,
+        ), **changes)  # fmt: skip
 
 
 @dataclass

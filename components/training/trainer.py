@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,6 +97,42 @@ class Window:
         return {k: v / max(1, self.n) for k, v in self.sums.items()}
 
 
+@dataclass
+class _Run:
+    """What one training run holds between its phases (setup, resume, steps, finish)."""
+
+    config: TrainConfig
+    run_dir: Path
+    accelerator: Any
+    tracker: Tracker
+    card: Any = None
+    examples: list = field(default_factory=list)
+    model: Any = None
+    objective: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    planner: Any = None
+    params: list = field(default_factory=list)
+    step: int = 0
+    resumed_from: int | None = None
+    run_id: str | None = None
+    sched_s: float = 0.0  # wall time of S2Sched's validation passes
+    last: dict = field(default_factory=dict)
+    totals: dict = field(default_factory=lambda: {"tokens": 0, "examples": 0, "t0": time.perf_counter()})
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
 def train(
     config: TrainConfig,
     data_dir: Path,
@@ -114,165 +151,201 @@ def train(
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
-    from tqdm.auto import tqdm
 
-    from components.ingestion.contract import read_tables
-    from components.modeling.factory import build_model, pick_device, save_model
-    from components.modeling.profile import build_profiles
-    from components.training import checkpoint as ckpt
-    from components.training.batches import ScheduledPlanner
-    from components.training.data import load_examples
-    from components.training.objective import Objective, ObjectiveSettings, task_losses
+    from components.modeling.factory import pick_device
 
-    run_dir, data_dir = Path(run_dir), Path(data_dir)
     accelerator = Accelerator(
         cpu=pick_device(config.model.device).type == "cpu",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    tracker = tracker if (tracker is not None and main) else NullTracker()
-
-    # -- setup: data, model, objective, optimizer ---------------------------------------------------
-    seed_everything(config.seed)  # the same initial weights on every process
-    card, tables = read_tables(data_dir)
-    examples = load_examples(data_dir, config.families, config.max_records, config.seed)
-    model = add_adapter(build_model(card, tables.users, config.model, cache_dir).to(accelerator.device),
-                        config, examples)  # fmt: skip
-    user_ids = sorted({e.user_id for e in examples})
-    profiles = dict(
-        zip(user_ids, build_profiles(card, tables, user_ids, config.model.max_events), strict=True)
-    )
-    settings = ObjectiveSettings(
-        n_embedding=config.n_embedding, n_generative=config.n_generative, temperature=config.temperature,
-        margin=config.margin, same_side=config.same_side, alpha_lm=config.alpha_lm,
-        alpha_cl=config.alpha_cl, alpha_rec=config.alpha_rec, max_answer_tokens=config.max_answer_tokens,
-        in_task_negatives=config.task_batches is not None, centre=config.centre,
-    )  # fmt: skip
-    objective = Objective(model, settings, profiles, tables.users)
-    groups = param_groups(objective.named_parameters(), config.groups, config.lr, config.weight_decay)
-    params = [p for g in groups for p in g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    warmup = int(config.warmup_ratio * config.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.steps, warmup, config.min_lr_ratio)
-    )
-    planner = _planner(config, examples)
-
-    step, resumed_from, run_id = 0, None, None
-    config_json = config.model_dump(mode="json")
-    found = ckpt.latest_checkpoint(run_dir) if resume else None
-    if found is not None:
-        restored = ckpt.read_checkpoint(found, model, rank)
-        _check_same_config(restored.trainer["config"], config_json, found)
-        if restored.trainer["world"] != world:
-            raise ValueError(f"{found} was written by {restored.trainer['world']} processes, this run has "
-                             f"{world}: resume with the same number of processes")  # fmt: skip
-        optimizer.load_state_dict(restored.optimizer)
-        scheduler.load_state_dict(restored.trainer["scheduler"])
-        planner.load_state_dict(restored.trainer["planner"])
-        step = resumed_from = int(restored.trainer["step"])
-        run_id = restored.trainer.get("run_id")
-        log.info("resuming from %s (step %d)", found, step)
-    else:
-        seed_everything(config.seed + 1000 * rank)  # dropout differs across processes, not runs
-        if main:
-            if ckpt.complete_checkpoints(run_dir):
-                shutil.rmtree(run_dir / ckpt.CHECKPOINTS)  # a fresh run does not mix with an old one
-            save_model(model, run_dir / INITIAL_DIR)  # the step-0 state: merging measures from it
+    tracker = tracker if (tracker is not None and accelerator.is_main_process) else NullTracker()
+    run = _Run(config, Path(run_dir), accelerator, tracker)
+    user_ids = _setup(run, Path(data_dir), cache_dir)
+    _resume_or_start(run, resume)
     accelerator.wait_for_everyone()
-
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    run_id = tracker.start(
-        run_id,
-        run_name=f"{card.name}-{config.profile}",
-        tags={"dataset": card.name, "profile": config.profile, "world_size": str(world)},
+    run.objective, run.optimizer = accelerator.prepare(run.objective, run.optimizer)
+    run.run_id = tracker.start(
+        run.run_id,
+        run_name=f"{run.card.name}-{config.profile}",
+        tags={"dataset": run.card.name, "profile": config.profile, "world_size": str(run.world)},
     )
-    tracker.log_params({"config": config_json, "n_examples": len(examples), "n_users": len(user_ids),
-                        "world_size": world, "data_dir": data_dir.name})  # fmt: skip
+    params = {"config": config.model_dump(mode="json"), "n_examples": len(run.examples),
+              "n_users": len(user_ids), "world_size": run.world, "data_dir": Path(data_dir).name}  # fmt: skip
+    tracker.log_params(params)
+    _steps(run, progress)
+    return _finish(run)
 
-    # -- steps ----------------------------------------------------------------------------------------
-    sched_s = 0.0  # wall time of S2Sched's validation passes
-    bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not (progress and main))
-    window, totals = Window(), {"tokens": 0, "examples": 0, "t0": time.perf_counter()}
-    status, last = "FAILED", {}
+
+def _setup(run: _Run, data_dir: Path, cache_dir: Path | None) -> list[int]:
+    """Data, model, objective, optimizer, schedule and sampler; returns the training users."""
+    from components.ingestion.contract import read_tables
+    from components.modeling.factory import build_model
+    from components.modeling.profile import build_profiles
+    from components.training.data import load_examples
+    from components.training.objective import Objective, ObjectiveSettings
+
+    config = run.config
+    seed_everything(config.seed)  # the same initial weights on every process
+    run.card, tables = read_tables(data_dir)
+    run.examples = load_examples(data_dir, config.families, config.max_records, config.seed)
+    base = build_model(run.card, tables.users, config.model, cache_dir).to(run.accelerator.device)
+    run.model = add_adapter(base, config, run.examples)
+    user_ids = sorted({e.user_id for e in run.examples})
+    profiles = dict(
+        zip(user_ids, build_profiles(run.card, tables, user_ids, config.model.max_events), strict=True)
+    )
+    run.objective = Objective(run.model, ObjectiveSettings.from_config(config), profiles, tables.users)
+    groups = param_groups(run.objective.named_parameters(), config.groups, config.lr, config.weight_decay)
+    run.params = [p for g in groups for p in g["params"]]
+    run.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = int(config.warmup_ratio * config.steps)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, warmup_cosine(config.steps, warmup, config.min_lr_ratio)
+    )
+    run.planner = _planner(config, run.examples)
+    return user_ids
+
+
+def _resume_or_start(run: _Run, resume: bool) -> None:
+    """Restore the newest complete checkpoint (`resume`), or start clean: the initial state saved."""
+    from components.modeling.factory import save_model
+    from components.training import checkpoint as ckpt
+
+    config_json = run.config.model_dump(mode="json")
+    found = ckpt.latest_checkpoint(run.run_dir) if resume else None
+    if found is not None:
+        restored = ckpt.read_checkpoint(found, run.model, run.rank)
+        _check_same_config(restored.trainer["config"], config_json, found)
+        if restored.trainer["world"] != run.world:
+            raise ValueError(f"{found} was written by {restored.trainer['world']} processes, this run has "
+                             f"{run.world}: resume with the same number of processes")  # fmt: skip
+        run.optimizer.load_state_dict(restored.optimizer)
+        run.scheduler.load_state_dict(restored.trainer["scheduler"])
+        run.planner.load_state_dict(restored.trainer["planner"])
+        run.step = run.resumed_from = int(restored.trainer["step"])
+        run.run_id = restored.trainer.get("run_id")
+        log.info("resuming from %s (step %d)", found, run.step)
+        return
+    seed_everything(run.config.seed + 1000 * run.rank)  # dropout differs across processes, not runs
+    if run.main:
+        if ckpt.complete_checkpoints(run.run_dir):
+            shutil.rmtree(run.run_dir / ckpt.CHECKPOINTS)  # a fresh run does not mix with an old one
+        save_model(run.model, run.run_dir / INITIAL_DIR)  # the step-0 state: merging measures from it
+
+
+def _steps(run: _Run, progress: bool) -> None:
+    """The optimisation steps, with S2Sched's validation passes, logging and checkpoints."""
+    from tqdm.auto import tqdm
+
+    config, accelerator = run.config, run.accelerator
+    bar = tqdm(
+        total=config.steps, initial=run.step, desc="train", unit="step", disable=not (progress and run.main)
+    )
+    window, status = Window(), "FAILED"
     try:
-        while step < config.steps:
-            if isinstance(planner, ScheduledPlanner) and planner.due(step):
-                t0 = time.perf_counter()
-                unwrapped = accelerator.unwrap_model(objective)
-                losses = task_losses(unwrapped, planner.validation, planner.branches)
-                snapshot = planner.record(step, losses)
-                sched_s += time.perf_counter() - t0
-                tracker.log_metrics(_flatten_snapshot(snapshot, sched_s), step)
-            objective.train()
-            draws = planner.plan(step, world, rank)
-            step_losses: dict[str, float] = {}
-            for k, mb in enumerate(draws):
-                sync = k == len(draws) - 1
-                with accelerator.no_sync(objective) if not sync else contextlib.nullcontext():
-                    out = objective(mb.emb, mb.gen, mb.emb_tasks, mb.gen_tasks)
-                    accelerator.backward(out.terms.total / config.grad_accum)
-                for name, v in out.terms.detached().items():
-                    step_losses[name] = step_losses.get(name, 0.0) + v / config.grad_accum
-                window.tokens += out.tokens
-                window.examples += out.examples
-            grad_norm = (
-                accelerator.clip_grad_norm_(params, config.clip)
-                if config.clip is not None
-                else torch.tensor(0.0)
-            )
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window.add({**step_losses, "grad_norm": float(grad_norm)})
+        while run.step < config.steps:
+            _s2sched_pass(run)
+            window = _one_step(run, window)
             bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
+            if run.step % config.log_every == 0 or run.step == config.steps:
                 metrics = _reduce(accelerator, window)
-                metrics["lr"] = scheduler.get_last_lr()[0]
-                metrics["epoch"] = planner.epoch
-                tracker.log_metrics(metrics, step)
+                metrics["lr"] = run.scheduler.get_last_lr()[0]
+                metrics["epoch"] = run.planner.epoch
+                run.tracker.log_metrics(metrics, run.step)
                 bar.set_postfix(
                     {k: f"{metrics[k]:.3f}" for k in ("loss", "loss_lm", "loss_cl") if k in metrics}
                 )
-                totals["tokens"] += metrics["tokens"]
-                totals["examples"] += metrics["examples"]
-                last = metrics
-                window = Window()
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                trainer_state = {
-                    "step": step, "world": world, "config": config_json, "run_id": run_id,
-                    "planner": planner.state_dict(), "scheduler": scheduler.state_dict(),
-                    "host_rng": ckpt.host_rng(),
-                }  # fmt: skip
-                _save_checkpoint(accelerator, run_dir, step, model, optimizer, trainer_state, config)
+                run.totals["tokens"] += metrics["tokens"]
+                run.totals["examples"] += metrics["examples"]
+                run.last, window = metrics, Window()
+            if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+                _checkpoint(run)
         status = "FINISHED"
     finally:
         bar.close()
         if status != "FINISHED":
-            tracker.finish("FAILED")
+            run.tracker.finish("FAILED")
 
-    model_dir = run_dir / MODEL_DIR
-    if main:
-        save_model(accelerator.unwrap_model(objective).model, model_dir)
-        tracker.log_artifact(model_dir / "model.json", "model")
-    accelerator.wait_for_everyone()
-    wall = time.perf_counter() - totals["t0"]
+
+def _s2sched_pass(run: _Run) -> None:
+    from components.training.batches import ScheduledPlanner
+    from components.training.objective import task_losses
+
+    planner = run.planner
+    if isinstance(planner, ScheduledPlanner) and planner.due(run.step):
+        t0 = time.perf_counter()
+        losses = task_losses(
+            run.accelerator.unwrap_model(run.objective), planner.validation, planner.branches
+        )
+        snapshot = planner.record(run.step, losses)
+        run.sched_s += time.perf_counter() - t0
+        run.tracker.log_metrics(_flatten_snapshot(snapshot, run.sched_s), run.step)
+
+
+def _one_step(run: _Run, window: Window) -> Window:
+    """One optimizer step over this process's micro-batches (gradient accumulation, clipping)."""
+    config, accelerator, objective = run.config, run.accelerator, run.objective
+    objective.train()
+    draws = run.planner.plan(run.step, run.world, run.rank)
+    step_losses: dict[str, float] = {}
+    for k, mb in enumerate(draws):
+        sync = k == len(draws) - 1
+        with accelerator.no_sync(objective) if not sync else contextlib.nullcontext():
+            out = objective(mb.emb, mb.gen, mb.emb_tasks, mb.gen_tasks)
+            accelerator.backward(out.terms.total / config.grad_accum)
+        for name, v in out.terms.detached().items():
+            step_losses[name] = step_losses.get(name, 0.0) + v / config.grad_accum
+        window.tokens += out.tokens
+        window.examples += out.examples
+    grad_norm = (
+        accelerator.clip_grad_norm_(run.params, config.clip) if config.clip is not None else torch.tensor(0.0)
+    )
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    window.add({**step_losses, "grad_norm": float(grad_norm)})
+    return window
+
+
+def _checkpoint(run: _Run) -> None:
+    from components.training import checkpoint as ckpt
+
+    trainer_state = {
+        "step": run.step, "world": run.world, "config": run.config.model_dump(mode="json"),
+        "run_id": run.run_id, "planner": run.planner.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "host_rng": ckpt.host_rng(),
+    }  # fmt: skip
+    _save_checkpoint(
+        run.accelerator, run.run_dir, run.step, run.model, run.optimizer, trainer_state, run.config
+    )
+
+
+def _finish(run: _Run) -> TrainResult:
+    """The final model folder, the result file and the run's throughput metrics."""
+    from components.common.atomic import write_text
+    from components.modeling.factory import save_model
+
+    model_dir = run.run_dir / MODEL_DIR
+    if run.main:
+        save_model(run.accelerator.unwrap_model(run.objective).model, model_dir)
+        run.tracker.log_artifact(model_dir / "model.json", "model")
+    run.accelerator.wait_for_everyone()
+    wall = time.perf_counter() - run.totals["t0"]
+    trained = run.step > (run.resumed_from or 0)
     result = TrainResult(
-        run_dir=run_dir, model_dir=model_dir, steps=step, resumed_from=resumed_from, wall_s=wall,
-        examples_per_s=totals["examples"] / wall if wall else 0.0,
-        tokens_per_s=totals["tokens"] / wall if wall else 0.0,
-        final={k: v for k, v in (last if step > (resumed_from or 0) else {}).items()
-               if k.startswith("loss")},
-        run_id=run_id or None, s2sched_s=sched_s,
+        run_dir=run.run_dir, model_dir=model_dir, steps=run.step, resumed_from=run.resumed_from, wall_s=wall,
+        examples_per_s=run.totals["examples"] / wall if wall else 0.0,
+        tokens_per_s=run.totals["tokens"] / wall if wall else 0.0,
+        final={k: v for k, v in (run.last if trained else {}).items() if k.startswith("loss")},
+        run_id=run.run_id or None, s2sched_s=run.sched_s,
     )  # fmt: skip
-    if main:
-        from components.common.atomic import write_text
-
-        write_text(run_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
-        tracker.log_metrics({"run_examples_per_s": result.examples_per_s, "run_s2sched_s": sched_s,
-                             "run_tokens_per_s": result.tokens_per_s, "run_wall_s": wall}, step)  # fmt: skip
-        tracker.finish("FINISHED")
+    if run.main:
+        write_text(run.run_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2) + "\n")
+        totals = {"run_examples_per_s": result.examples_per_s, "run_s2sched_s": run.sched_s,
+                  "run_tokens_per_s": result.tokens_per_s, "run_wall_s": wall}  # fmt: skip
+        run.tracker.log_metrics(totals, run.step)
+        run.tracker.finish("FINISHED")
     return result
 
 

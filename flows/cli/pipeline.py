@@ -33,7 +33,7 @@ def retrain(
     from flows.retrain import GateFailedError, retrain_flow
 
     try:
-        load_profile(profile, cfg)  # a bad profile fails here, before any step runs
+        config = load_profile(profile, cfg)  # read once: a bad profile fails here, before any step
         options, evaluation = parse_pairs(option), parse_pairs(eval_set)
     except user_errors() as e:
         raise fail(str(e)) from None
@@ -44,7 +44,8 @@ def retrain(
     exit_on_sigterm()
     state = retrain_flow(dataset=dataset, profile=profile, overrides=cfg, options=options,
                          root=str(root) if root else None, register_model=register, track=track,
-                         refresh=refresh, evaluation=evaluation, return_state=True)  # fmt: skip
+                         refresh=refresh, evaluation=evaluation, config=config.model_dump(mode="json"),
+                         return_state=True)  # fmt: skip
     try:
         out = state.result()
     except GateFailedError as e:
