@@ -195,16 +195,11 @@ def retrain_flow(
     record, the evaluation report's path, the gate verdict and the registered version. `config`: the
     resolved training configuration when the caller has loaded the profile already (the CLI does,
     to fail before any step): it is then validated, not loaded again."""
-    from components.merging.select import SELECTION_FILE
     from components.modeling.factory import WEIGHTS_FILE
     from components.registry.champion import champion_for
     from components.training.config import TrainConfig, load_profile
-    from components.training.data import USERQA_FILE
-    from components.training.trainer import RESULT_FILE
-    from components.userqa.synthesize import SynthesisConfig
     from flows.evaluate import build_settings
 
-    log = get_run_logger()
     paths = Paths.resolve(Path(root) if root else None)
     # the profile is read once per retrain: here, or by the caller that passes it resolved
     config = TrainConfig.model_validate(config) if config else load_profile(profile, list(overrides or []))
@@ -213,86 +208,26 @@ def retrain_flow(
     resolved_evaluation = build_settings(paths.root, dataset, evaluation).model_dump(
         mode="json", exclude={"progress"}
     )
+    steps = _Steps(
+        get_run_logger(), refresh, str(paths.root)
+    )  # two clones share Prefect's cache, not its hits
+    out: dict[str, Any] = {"dataset": dataset, "profile": config.profile, "seconds": steps.seconds,
+                           "states": steps.states}  # fmt: skip
     data_dir = paths.data / dataset
-    root_id = str(paths.root)  # two clones on one machine share Prefect's cache, never its hits
-    seconds: dict[str, float] = {}
-    states: dict[str, str] = {}
-    out: dict[str, Any] = {
-        "dataset": dataset,
-        "profile": config.profile,
-        "seconds": seconds,
-        "states": states,
-    }
-
-    def timed(name, step, *args):
-        t0 = time.perf_counter()
-        state = step(*args, return_state=True)
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        states[name] = state.name  # "Cached" when the inputs' content was seen before
-        log.info("%s: %s in %.1f s", name, state.name, seconds[name])
-        return state.result()
-
-    def keyed(name, step, key: str, output: Path, folder: Path, *args):
-        """A cached step, run again when forced, when `output` is gone, or when the step's key file in
-        `folder` names another key (another run wrote over its files); a run records its key there."""
-        marker = folder / STEP_KEY_FILE.format(step=name)
-        step = step.with_options(refresh_cache=refresh or not _outputs_are(output, marker, key))
-        result = timed(name, step, key, *args)
-        _stamp(marker, key, states[name])
-        return result
-
-    data_keys = paths.runs / DATA_KEYS_DIR / dataset
-    options = dict(options or {})
-    key = key_of("ingest", root=root_id, dataset=dataset, options=options, max_bad_share=MAX_BAD_SHARE)
-    out["ingest"] = keyed("ingest", ingest_step, key, data_dir / "manifest.json", data_keys,
-                          dataset, options, paths.root, MAX_BAD_SHARE)  # fmt: skip
-
-    contract = file_digest(*(data_dir / f for f in CONTRACT_FILES))
-    synth = SynthesisConfig().model_dump(mode="json")
-    writer_options = dict(writer_options or {})
-    key = key_of(
-        "synthesize", root=root_id, contract=contract, writer=writer, options=writer_options, config=synth
+    contract = _data_steps(
+        steps, out, paths, dataset, dict(options or {}), writer, dict(writer_options or {})
     )
-    out["synthesize"] = keyed("synthesize", synthesize_step, key, data_dir / USERQA_FILE, data_keys,
-                              data_dir, writer, writer_options, synth)  # fmt: skip
-    out["data_version"] = timed("version", version_step, paths.root)
-
-    userqa = file_digest(data_dir / USERQA_FILE)
-    train_key = key_of(
-        "train",
-        root=root_id,
-        contract=contract,
-        userqa=userqa,
-        config=config.model_dump(mode="json", exclude={"merge"}),
-    )
-    run_dir = paths.runs / f"{dataset}-{config.profile}-{train_key.split('-')[-1][:8]}"
-    tracking = paths.root if track else None
-    out["train"] = keyed("train", train_step, train_key, run_dir / RESULT_FILE, run_dir,
-                         config.model_dump(mode="json"), data_dir, run_dir, tracking)  # fmt: skip
-
-    merge = config.merge.model_dump(mode="json")
-    key = key_of(
-        "merge", root=root_id, train=train_key, result=file_digest(run_dir / RESULT_FILE), merge=merge
-    )
-    out["selection"] = keyed("merge", merge_step, key, run_dir / SELECTION_FILE, run_dir,
-                             run_dir, data_dir, merge)  # fmt: skip
+    run_dir, train_key = _model_steps(steps, out, paths, data_dir, contract, config, track)
     winner = Path(out["selection"]["folders"][out["selection"]["winner"]])
     weights = folder_digest(winner, WEIGHTS_FILE)  # not the tuned instructions evaluation adds
 
     champion = champion_for(paths.root, dataset)
     eval_dir = run_dir / EVALUATION_DIR
     gates = file_digest(paths.root / "mlruns_config" / "gates.yaml")
-    key = key_of(
-        "evaluate",
-        root=root_id,
-        model=weights,
-        contract=contract,
-        champion=champion,
-        gates=gates,
-        settings=resolved_evaluation,
-    )
+    key = steps.key("evaluate", model=weights, contract=contract, champion=champion, gates=gates,
+                    settings=resolved_evaluation)  # fmt: skip
     args = (winner, data_dir, run_dir, paths.root, champion, out["train"].get("run_id"), evaluation)
-    out["evaluation"] = keyed("evaluate", evaluate_step, key, eval_dir / "report.json", run_dir, *args)
+    out["evaluation"] = steps.keyed("evaluate", evaluate_step, key, eval_dir / "report.json", run_dir, *args)
     gate = out["evaluation"]["gate"]
     if not gate["passed"]:
         reasons = "\n- ".join(gate["reasons"])
@@ -301,12 +236,77 @@ def retrain_flow(
         )
     if register_model:
         report = eval_dir / "report.json"
-        key = key_of(
-            "register",
-            root=root_id,
-            model=weights,
-            report=file_digest(report),
-            data=out["data_version"]["md5"],
+        key = steps.key(
+            "register", model=weights, report=file_digest(report), data=out["data_version"]["md5"]
         )
-        out["registered"] = timed("register", register_step, key, winner, report, data_dir, paths.root)
+        out["registered"] = steps.timed("register", register_step, key, winner, report, data_dir, paths.root)
     return out
+
+
+class _Steps:
+    """Runs the flow's steps: each timed, its Prefect state recorded, cached ones keyed by content."""
+
+    def __init__(self, log, refresh: bool, root_id: str):
+        self.log, self.refresh, self.root_id = log, refresh, root_id
+        self.seconds: dict[str, float] = {}
+        self.states: dict[str, str] = {}
+
+    def key(self, name: str, **parts) -> str:
+        return key_of(name, root=self.root_id, **parts)
+
+    def timed(self, name, step, *args):
+        t0 = time.perf_counter()
+        state = step(*args, return_state=True)
+        self.seconds[name] = round(time.perf_counter() - t0, 1)
+        self.states[name] = state.name  # "Cached" when the inputs' content was seen before
+        self.log.info("%s: %s in %.1f s", name, state.name, self.seconds[name])
+        return state.result()
+
+    def keyed(self, name, step, key: str, output: Path, folder: Path, *args):
+        """A cached step, run again when forced, when `output` is gone, or when the step's key file in
+        `folder` names another key (another run wrote over its files); a run records its key there."""
+        marker = folder / STEP_KEY_FILE.format(step=name)
+        step = step.with_options(refresh_cache=self.refresh or not _outputs_are(output, marker, key))
+        result = self.timed(name, step, key, *args)
+        _stamp(marker, key, self.states[name])
+        return result
+
+
+def _data_steps(steps: _Steps, out: dict, paths: Paths, dataset: str, options: dict, writer: str,
+                writer_options: dict) -> str:  # fmt: skip
+    """Ingest, synthesize, version; returns the contract files' digest."""
+    from components.training.data import USERQA_FILE
+    from components.userqa.synthesize import SynthesisConfig
+
+    data_dir, data_keys = paths.data / dataset, paths.runs / DATA_KEYS_DIR / dataset
+    key = steps.key("ingest", dataset=dataset, options=options, max_bad_share=MAX_BAD_SHARE)
+    out["ingest"] = steps.keyed("ingest", ingest_step, key, data_dir / "manifest.json", data_keys,
+                                dataset, options, paths.root, MAX_BAD_SHARE)  # fmt: skip
+    contract = file_digest(*(data_dir / f for f in CONTRACT_FILES))
+    synth = SynthesisConfig().model_dump(mode="json")
+    key = steps.key("synthesize", contract=contract, writer=writer, options=writer_options, config=synth)
+    out["synthesize"] = steps.keyed("synthesize", synthesize_step, key, data_dir / USERQA_FILE, data_keys,
+                                    data_dir, writer, writer_options, synth)  # fmt: skip
+    out["data_version"] = steps.timed("version", version_step, paths.root)
+    return contract
+
+
+def _model_steps(steps: _Steps, out: dict, paths: Paths, data_dir: Path, contract: str, config,
+                 track: bool) -> tuple[Path, str]:  # fmt: skip
+    """Train, then merge and select; returns the run folder and the training key."""
+    from components.merging.select import SELECTION_FILE
+    from components.training.data import USERQA_FILE
+    from components.training.trainer import RESULT_FILE
+
+    userqa = file_digest(data_dir / USERQA_FILE)
+    train_key = steps.key("train", contract=contract, userqa=userqa,
+                          config=config.model_dump(mode="json", exclude={"merge"}))  # fmt: skip
+    run_dir = paths.runs / f"{data_dir.name}-{config.profile}-{train_key.split('-')[-1][:8]}"
+    tracking = paths.root if track else None
+    out["train"] = steps.keyed("train", train_step, train_key, run_dir / RESULT_FILE, run_dir,
+                               config.model_dump(mode="json"), data_dir, run_dir, tracking)  # fmt: skip
+    merge = config.merge.model_dump(mode="json")
+    key = steps.key("merge", train=train_key, result=file_digest(run_dir / RESULT_FILE), merge=merge)
+    out["selection"] = steps.keyed("merge", merge_step, key, run_dir / SELECTION_FILE, run_dir,
+                                   run_dir, data_dir, merge)  # fmt: skip
+    return run_dir, train_key

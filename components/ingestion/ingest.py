@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from components.common.atomic import remove_stale_temps, replace_dir, temp_sibling, write_text
+from components.ingestion.card import DatasetCard
 from components.ingestion.contract import CARD_FILENAME, ContractTables, RawDataset, Split, Table
 from components.ingestion.validation import CHECK, ChunkValidator, ContractError
 
@@ -234,15 +235,7 @@ def _ingest(raw: RawDataset, target: Path, quarantine_root: Path, run_id: str | 
                 f"Rows and reasons: {q_target}. Raise the limit with max_bad_share=... if this is expected."
             )
         write_text(tmp / CARD_FILENAME, card.to_yaml())
-        manifest = {
-            "dataset": card.name,
-            "rows": summary.rows_kept,
-            "users_per_split": summary.users_per_split,
-            "positive_rate": summary.positive_rate,
-            "events_per_source": dict(sorted(stats.sources.items())),
-            "provenance": summary.provenance,
-        }
-        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
+        write_text(tmp / MANIFEST, _manifest(card, summary, stats))
         _keep_derived(target, tmp)
         replace_dir(tmp, target)
         tmp = None
@@ -253,6 +246,19 @@ def _ingest(raw: RawDataset, target: Path, quarantine_root: Path, run_id: str | 
         for p in (tmp, q_tmp):
             if p is not None and p.exists():
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _manifest(card: DatasetCard, summary: IngestSummary, stats: _Stats) -> str:
+    """`manifest.json`: what the published version holds (valid JSON: a rate without labels is null)."""
+    manifest = {
+        "dataset": card.name,
+        "rows": summary.rows_kept,
+        "users_per_split": summary.users_per_split,
+        "positive_rate": summary.positive_rate,
+        "events_per_source": dict(sorted(stats.sources.items())),
+        "provenance": summary.provenance,
+    }
+    return json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def _keep_derived(old: Path, new: Path) -> None:

@@ -70,7 +70,7 @@ def test_retrain_registers_then_a_rerun_hits_the_cache(prefect_server, project, 
         return settings.model_copy(update={"tuning": settings.tuning.model_copy(update={"lr": 0.5})})
 
     monkeypatch.setattr(flows.evaluate, "build_settings", other_default)
-    third = run(project)
+    third = run(project, config=resolved)
     assert third["states"]["evaluate"] == "Completed"
     assert {k for k, v in third["states"].items() if v == "Cached"} >= {"train", "merge"}
 
