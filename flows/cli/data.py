@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors  # noqa: F401
+from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors
+from flows.cli.options import RootOption
 
 
 @app.command()
@@ -32,7 +33,7 @@ def ingest(
     version: Annotated[bool, typer.Option(help="version data/ with DVC after publishing")] = True,
     commit: Annotated[bool, typer.Option(help="git-commit the new data.dvc (records the version)")] = False,
     push: Annotated[bool, typer.Option(help="push the new data version to the default DVC remote")] = True,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
     summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
 ) -> None:
     """Ingest a dataset: read, validate (bad rows to quarantine/), publish data/<name>/, version."""
@@ -83,7 +84,7 @@ def synthesize(
         list[str], typer.Option("--set", help="synthesis setting key=value, e.g. paraphrases_per_user=4")
     ] = [],  # noqa: B006
     version: Annotated[bool, typer.Option(help="version data/ with DVC afterwards")] = True,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Synthesise UserQA (instruction, answer) records for the dataset's training users."""
     from components.userqa.synthesize import SynthesisConfig

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors  # noqa: F401
+from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors
+from flows.cli.options import BatchOption, OutOption, RootOption, SplitOption, UniversalOption
 
 
 @app.command()
@@ -24,7 +25,7 @@ def evaluate(
         Path | None, typer.Option(help="the registry champion's report.json (per-task AUC regression gate)")
     ] = None,
     track: Annotated[bool, typer.Option(help="log the report to MLflow (the training run if known)")] = True,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Probe a model (universal, manual and tuned instructions) beside baselines, gate it, write the
     report. Exits 1 when the gate fails."""
@@ -72,9 +73,6 @@ def evaluate(
         raise typer.Exit(code=1)
 
 
-# -- registry: gated registration, reviewer promotion, rollback, batch embedding, serving -----------
-
-
 @app.command()
 def embed(
     dataset: Annotated[str, typer.Option(help="an ingested dataset under data/")] = "movielens-100k",
@@ -90,15 +88,13 @@ def embed(
     tuned: Annotated[
         list[str], typer.Option(help="a task: use its tuned instruction saved in the model folder")
     ] = [],  # noqa: B006
-    universal: Annotated[bool, typer.Option(help="also embed without instruction")] = False,
-    split: Annotated[str, typer.Option(help="all, train or probe")] = "all",
-    out: Annotated[Path, typer.Option(help="parquet: user_id, instruction, embedding")] = Path(
-        "embeddings.parquet"
-    ),
-    batch_size: Annotated[int | None, typer.Option(help="users per forward pass")] = None,
+    universal: UniversalOption = False,
+    split: SplitOption = "all",
+    out: OutOption = Path("embeddings.parquet"),
+    batch_size: BatchOption = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
     seed: Annotated[int, typer.Option(help="--model default: seed of its untrained weights")] = 0,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Embed a dataset's users, universally or under instructions (prefix reuse across instructions)."""
     from components.ingestion.contract import read_tables

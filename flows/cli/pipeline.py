@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors  # noqa: F401
+from flows.cli.common import app, fail, parse_pairs, user_errors
+from flows.cli.options import RootOption
 
 
 @app.command()
@@ -24,7 +25,7 @@ def retrain(
     eval_set: Annotated[
         list[str], typer.Option("--eval-set", help="evaluation setting key=value, e.g. tuning.steps=10")
     ] = [],  # noqa: B006
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """The retraining pipeline: ingest, validate, version, synthesize, train, merge, evaluate, gate,
     register. Finished steps with unchanged inputs are skipped."""
@@ -85,7 +86,7 @@ def deploy(
     paused: Annotated[bool | None, typer.Option("--paused/--active", help="schedule paused")] = None,
     source: Annotated[Path | None, typer.Option(help="code folder for the worker (default: root)")] = None,
     prefect_file: Annotated[Path | None, typer.Option(help="default: <root>/prefect.yaml")] = None,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Register the retraining flow on a cron schedule with a Prefect server (needs PREFECT_API_URL)."""
     from flows.deploy import PREFECT_FILE, DeployError, deploy, load_spec

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors  # noqa: F401
+from flows.cli.common import app, fail, user_errors
+from flows.cli.options import BatchOption, OutOption, RootOption, SplitOption, UniversalOption
 
 
 def _registry(root: Path | None):
@@ -40,7 +41,7 @@ def register(
         str | None, typer.Option(help="register without a passed, recorded gate; recorded with who")
     ] = None,
     name: Annotated[str | None, typer.Option(help="registered model (default: registry.yaml's name)")] = None,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Register a model folder whose recorded evaluation passed its gate, with alias `challenger`.
 
@@ -72,7 +73,7 @@ def promote(
     override_reason: Annotated[
         str | None, typer.Option(help="promote a version whose gate did not pass; recorded")
     ] = None,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Move alias `champion` to a gated version, recording reviewer, reason, time and the previous one."""
     from components.registry.promote import promote as promote_version
@@ -92,7 +93,7 @@ def rollback(
     model: Annotated[str, typer.Option(help="registered model name")],
     reviewer: Annotated[str, typer.Option(help="who rolls back (recorded)")],
     reason: Annotated[str, typer.Option(help="why (recorded)")],
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Restore the champion that the current champion replaced."""
     from components.registry.promote import rollback as rollback_version
@@ -113,13 +114,11 @@ def embed_batch(
     dataset: Annotated[str, typer.Option(help="an ingested dataset under data/")],
     instruction: Annotated[list[str], typer.Option("--instruction", "-i", help="repeatable")] = [],  # noqa: B006
     task: Annotated[list[str], typer.Option(help="a probe task of the card: its manual instruction")] = [],  # noqa: B006
-    universal: Annotated[bool, typer.Option(help="also embed without instruction")] = False,
-    split: Annotated[str, typer.Option(help="all, train or probe")] = "all",
-    out: Annotated[Path, typer.Option(help="parquet: user_id, instruction, embedding")] = Path(
-        "embeddings.parquet"
-    ),
-    batch_size: Annotated[int | None, typer.Option(help="users per forward pass")] = None,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    universal: UniversalOption = False,
+    split: SplitOption = "all",
+    out: OutOption = Path("embeddings.parquet"),
+    batch_size: BatchOption = None,
+    root: RootOption = None,
 ) -> None:
     """Embed a dataset's users with a registry version (default: the champion) into parquet."""
     from components.ingestion.card import DatasetCard
@@ -145,7 +144,7 @@ def serve(
     ],
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 5001,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Serve a registry version over REST (MLflow's scoring app, requests bounded and checked)."""
     import os

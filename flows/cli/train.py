@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors  # noqa: F401
+from flows.cli.common import app, fail, run_flow, user_errors
+from flows.cli.options import RootOption
 
 
 @app.command()
@@ -23,7 +24,7 @@ def train(
     processes: Annotated[int, typer.Option(help="data-parallel processes (torchrun; gloo on CPUs)")] = 1,
     run_dir: Annotated[Path | None, typer.Option(help="default: runs/<dataset>-<profile>/")] = None,
     track: Annotated[bool, typer.Option(help="log to MLflow (mlruns_config/tracking.yaml)")] = True,
-    root: Annotated[Path | None, typer.Option(help="project root (default: git top-level of cwd)")] = None,
+    root: RootOption = None,
 ) -> None:
     """Train an InstructUE model on UserQA (contrastive + next-token, LoRA); writes a model folder."""
     from components.training.config import load_profile
