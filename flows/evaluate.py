@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from components.common.dotted import set_dotted
 from components.evaluation import evaluate as ev
 from components.evaluation.baselines import compute_baselines, data_fingerprint
 from components.evaluation.gates import load_gate_settings
@@ -41,13 +42,7 @@ def build_settings(
     overrides (`tuning.steps=10`, `baselines.text_tokens=256`, `gate.auc_floor=0.55`, `seeds=[0,1]`)."""
     nested: dict[str, Any] = {"gate": load_gate_settings(root, dataset).model_dump()}
     for key, value in (overrides or {}).items():
-        parts = key.split(".")
-        node = nested
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"setting {key!r}: {p!r} is not a group of settings")
-        node[parts[-1]] = value
+        set_dotted(nested, key, value)
     return ev.EvaluationSettings.model_validate(nested)
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components import bounded_yaml
+from components.common import dotted
 from components.merging.config import MergeSettings
 from components.modeling.config import ModelConfig
 from components.modeling.lora import LoraSettings
@@ -141,12 +142,7 @@ class ConfigError(ValueError):
 
 
 def set_dotted(d: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-        if not isinstance(d, dict):
-            raise ConfigError(f"override {key!r}: {p!r} is not a section")
-    d[parts[-1]] = value
+    dotted.set_dotted(d, key, value, ConfigError)
 
 
 def parse_overrides(overrides: list[str]) -> dict:
