@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from components import bounded_yaml
+from components.common import bounded_yaml
 
 GATES_FILE = Path("mlruns_config") / "gates.yaml"
 VARIANTS = ("universal", "manual", "tuned")

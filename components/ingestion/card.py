@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from components import bounded_yaml
+from components.common import bounded_yaml
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

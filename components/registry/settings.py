@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from components import bounded_yaml
+from components.common import bounded_yaml
 
 SETTINGS_FILE = Path("mlruns_config") / "registry.yaml"
 

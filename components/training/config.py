@@ -16,8 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from components import bounded_yaml
-from components.common import dotted
+from components.common import bounded_yaml, dotted
 from components.merging.config import MergeSettings
 from components.modeling.config import ModelConfig
 from components.modeling.lora import LoraSettings

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from components import bounded_yaml
+from components.common import bounded_yaml
 
 SETTINGS_FILE = Path("mlruns_config") / "tracking.yaml"
 

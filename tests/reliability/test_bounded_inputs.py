@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from components import bounded_yaml
+from components.common import bounded_yaml
 from components.ingestion.card import CardError, DatasetCard
 from components.training.config import ConfigError, load_profile
 from flows.cli import app
