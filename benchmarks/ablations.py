@@ -102,12 +102,12 @@ VARIANTS = (
     Variant("mean_pooling", 3, "average pooling instead of <USER>", ("model.pooling=mean",)),
     Variant("no_merge", 4, "w/o Model Merge", ("merge.enabled=false",)),
     Variant("no_s2sched", 4, "w/o S2Sched", ("scheduling=uniform", "task_batches=null")),
-    Variant("no_tmole", 4, "w/o TMoLE", ("adapter=lora",)),
+    Variant("no_tmole", 4, "w/o TMoLE", ("tuner=lora",)),
     Variant(
         "no_all_three",
         4,
         "w/o all three",
-        ("merge.enabled=false", "scheduling=uniform", "task_batches=null", "adapter=lora"),
+        ("merge.enabled=false", "scheduling=uniform", "task_batches=null", "tuner=lora"),
     ),  # fmt: skip
 )
 BY_NAME = {v.name: v for v in VARIANTS}

@@ -86,12 +86,12 @@ def run_mode(config, card, tables, batch: list, task: str, centre: bool, steps: 
     from components.modeling.factory import build_model
     from components.modeling.profile import build_profiles
     from components.modeling.tmole import INSTRUCTION, UNIVERSAL
-    from components.training.config import Adapter
+    from components.training.config import Tuner
     from components.training.objective import Objective, ObjectiveSettings
 
     torch.manual_seed(seed)
     model = build_model(card, tables.users, config.model)
-    if config.adapter is Adapter.TMOLE:
+    if config.tuner is Tuner.TMOLE:
         model.add_tmole(config.tmole.model_copy(update={"tasks": [UNIVERSAL, INSTRUCTION, task]}))
     else:
         model.add_lora(config.lora)

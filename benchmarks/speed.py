@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{data_dir / 'manifest.json'} is missing: ingest the dataset first (`instructue ingest "
             f"{args.dataset}`), then synthesise its UserQA (`instructue synthesize {args.dataset}`)"
         )
-    overrides = ["adapter=tmole", "scheduling=s2sched", f"steps={args.steps}", f"model.device={device.type}"]
+    overrides = ["tuner=tmole", "scheduling=s2sched", f"steps={args.steps}", f"model.device={device.type}"]
     if device.type == "cuda":
         overrides.append("model.bf16=true")
     config = load_profile(profile, [*overrides, *args.overrides])

@@ -27,7 +27,7 @@ from components.training.s2sched import S2SchedConfig
 PROFILES = ("tiny", "quick", "paper")
 
 
-class Adapter(StrEnum):
+class Tuner(StrEnum):
     LORA = "lora"  # plain LoRA through peft (RecFound's "w/o TMoLE" ablation)
     TMOLE = "tmole"  # task-wise mixture of low-rank experts (RecFound 4.2)
 
@@ -44,7 +44,7 @@ class TrainConfig(BaseModel):
 
     profile: str = "custom"
     model: ModelConfig = ModelConfig()
-    adapter: Adapter = Adapter.LORA
+    tuner: Tuner = Tuner.LORA
     lora: LoraSettings = LoraSettings()
     tmole: TMoLESettings = TMoLESettings()  # its task registry is filled from the data at train time
     generic_instruction_share: float = Field(

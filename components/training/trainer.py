@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from components.training.config import Adapter, Scheduling, TrainConfig
+from components.training.config import Scheduling, TrainConfig, Tuner
 from components.training.param_groups import param_groups
 from components.training.tracking import NullTracker, Tracker
 
@@ -189,7 +189,7 @@ def _setup(run: _Run, data_dir: Path, cache_dir: Path | None) -> list[int]:
     run.card, tables = read_tables(data_dir)
     run.examples = load_examples(data_dir, config.families, config.max_records, config.seed)
     base = build_model(run.card, tables.users, config.model, cache_dir).to(run.accelerator.device)
-    run.model = add_adapter(base, config, run.examples)
+    run.model = add_tuner(base, config, run.examples)
     user_ids = sorted({e.user_id for e in run.examples})
     profiles = dict(
         zip(user_ids, build_profiles(run.card, tables, user_ids, config.model.max_events), strict=True)
@@ -349,13 +349,13 @@ def _finish(run: _Run) -> TrainResult:
     return result
 
 
-def add_adapter(model, config: TrainConfig, examples):
-    """The trainable adapter `config.adapter` names: TMoLE with one task per UserQA family of
-    `examples` (plus the universal and free-instruction routes), or LoRA."""
+def add_tuner(model, config: TrainConfig, examples):
+    """The backbone tuner `config.tuner` names ("adapter" means `SourceAdapter` only): TMoLE with one
+    task per UserQA family of `examples` (plus the universal and free-instruction routes), or LoRA."""
     from components.modeling.tmole import INSTRUCTION, UNIVERSAL
     from components.training.data import task_name
 
-    if config.adapter is Adapter.TMOLE:
+    if config.tuner is Tuner.TMOLE:
         registry = [UNIVERSAL, INSTRUCTION, *sorted({task_name(e) for e in examples} - {UNIVERSAL})]
         return model.add_tmole(config.tmole.model_copy(update={"tasks": registry}))
     return model.add_lora(config.lora)

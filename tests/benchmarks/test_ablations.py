@@ -32,7 +32,7 @@ def ablations(monkeypatch):
 @pytest.mark.parametrize("profile", ["tiny", "quick"])
 def test_every_variant_changes_what_its_row_says(ablations, profile):
     from components.modeling.config import InputMode, Inputs, Pooling
-    from components.training.config import Adapter, Scheduling, load_profile
+    from components.training.config import Scheduling, Tuner, load_profile
 
     full = load_profile(profile)
     want = {
@@ -47,16 +47,16 @@ def test_every_variant_changes_what_its_row_says(ablations, profile):
         "mean_pooling": {"model": full.model.model_copy(update={"pooling": Pooling.MEAN})},
         "no_merge": {"merge": full.merge.model_copy(update={"enabled": False})},
         "no_s2sched": {"scheduling": Scheduling.UNIFORM, "task_batches": None},  # they need S2Sched
-        "no_tmole": {"adapter": Adapter.LORA},
+        "no_tmole": {"tuner": Tuner.LORA},
         "no_all_three": {"merge": full.merge.model_copy(update={"enabled": False}),
-                         "scheduling": Scheduling.UNIFORM, "task_batches": None, "adapter": Adapter.LORA},
+                         "scheduling": Scheduling.UNIFORM, "task_batches": None, "tuner": Tuner.LORA},
     }  # fmt: skip
     assert set(want) | {"full"} == set(ablations.BY_NAME)
     for v in ablations.VARIANTS:
         got = load_profile(profile, list(v.overrides))
         assert got == full.model_copy(update=want.get(v.name, {})), v.name
     if profile == "quick":  # the profile the study runs: Table 4's switches are on in it
-        assert full.adapter is Adapter.TMOLE and full.scheduling is Scheduling.S2SCHED and full.merge.enabled
+        assert full.tuner is Tuner.TMOLE and full.scheduling is Scheduling.S2SCHED and full.merge.enabled
 
 
 @pytest.mark.unit
@@ -74,7 +74,7 @@ def test_selection_and_the_list(ablations, capsys):
     out = capsys.readouterr().out
     assert (
         "no_all_three" in out
-        and "steps=20 merge.enabled=false scheduling=uniform task_batches=null adapter=lora" in out
+        and "steps=20 merge.enabled=false scheduling=uniform task_batches=null tuner=lora" in out
     )
 
 

@@ -27,7 +27,7 @@ def tiny_run(qa_data, model_cache, tmp_path_factory) -> Path:
 
     config = load_profile(
         "tiny",
-        ["steps=6", "adapter=tmole", "scheduling=s2sched", "s2sched.eval_every=2", "s2sched.warmup_ratio=0",
+        ["steps=6", "tuner=tmole", "scheduling=s2sched", "s2sched.eval_every=2", "s2sched.warmup_ratio=0",
          "checkpoint_every=3"],
     )  # fmt: skip
     run = tmp_path_factory.mktemp("eval-run") / "run"

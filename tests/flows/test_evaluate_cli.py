@@ -28,7 +28,7 @@ def tiny_model(qa_data, model_cache, tmp_path_factory) -> Path:
     from components.training.config import load_profile
     from components.training.trainer import train
 
-    config = load_profile("tiny", ["steps=2", "adapter=tmole"])
+    config = load_profile("tiny", ["steps=2", "tuner=tmole"])
     run = tmp_path_factory.mktemp("cli-eval-run") / "run"
     return train(config, qa_data, run, cache_dir=model_cache, progress=False).model_dir
 

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 CHEAP_EVAL = {"seeds": [0, 1], "variants": ["universal", "manual", "tuned"], "tuning.steps": 2,
               "tuning.shots_per_class": 2, "baselines.names": ["tabular"],
               "gate.beat_best_baseline": False, "gate.auc_floor": 0.0}  # fmt: skip
-TINY = ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "adapter=tmole", "scheduling=s2sched",
+TINY = ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "tuner=tmole", "scheduling=s2sched",
         "s2sched.eval_every=1", "s2sched.warmup_ratio=0"]  # fmt: skip
 
 

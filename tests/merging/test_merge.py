@@ -68,7 +68,7 @@ def test_a_tiny_run_merges_into_a_loadable_model(qa_data, model_cache, tmp_path)
     from components.training.config import load_profile
     from components.training.trainer import train
 
-    config = load_profile("tiny", ["steps=6", "checkpoint_every=2", "keep_checkpoints=3", "adapter=tmole"])
+    config = load_profile("tiny", ["steps=6", "checkpoint_every=2", "keep_checkpoints=3", "tuner=tmole"])
     train(config, qa_data, tmp_path / "run", cache_dir=model_cache, progress=False)
     found = complete_checkpoints(tmp_path / "run")
     report = merge_run(tmp_path / "run", found, tmp_path / "merged", density=0.5)

@@ -142,7 +142,7 @@ PROFILE_CASES = [
     ("infinite_lr", _overrides("lr=.inf"), "lr: Input should be a finite number"),
     ("nan_lr", _overrides("lr=.nan"), "lr"),
     ("steps_as_text", _overrides("steps=many"), "steps: Input should be a valid integer"),
-    ("unknown_adapter", _overrides("adapter=moe"), "adapter: Input should be 'lora' or 'tmole'"),
+    ("unknown_adapter", _overrides("tuner=moe"), "tuner: Input should be 'lora' or 'tmole'"),
     ("unknown_nested_key_in_file", _profile_file(b"steps: 3\nlora:\n  colour: blue\n"), "lora.colour"),
     ("override_not_yaml", _overrides("lora.targets=[q_proj"), "not valid YAML"),
     ("profile_not_yaml", _profile_file(b"steps: [3\n"), "not valid UTF-8 YAML"),

@@ -26,9 +26,9 @@ def _objective(qa_data, model_cache, alpha_rec: float, n: int):
     from components.modeling.profile import build_profiles
     from components.training.data import load_examples
     from components.training.objective import Objective, ObjectiveSettings
-    from components.training.trainer import add_adapter
+    from components.training.trainer import add_tuner
 
-    config = load_profile("tiny", [*RECIPE, "adapter=lora"])
+    config = load_profile("tiny", [*RECIPE, "tuner=lora"])
     card, tables = read_tables(qa_data)
     examples = load_examples(qa_data, seed=0)
     batch, seen, users = [], set(), set()
@@ -40,7 +40,7 @@ def _objective(qa_data, model_cache, alpha_rec: float, n: int):
         if len(batch) == n:
             break
     torch.manual_seed(0)
-    model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
+    model = add_tuner(build_model(card, tables.users, config.model, model_cache), config, examples)
     ids = sorted({e.user_id for e in batch})
     profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
     settings = ObjectiveSettings(n_embedding=n, n_generative=0, margin=None, alpha_rec=alpha_rec, centre=True)

@@ -150,7 +150,7 @@ def launch(args: list[str], qa_data: Path, run_dir: Path, cache: Path, procs: in
 
 @pytest.mark.parametrize(
     "mechanisms",
-    [[], ["adapter=tmole", "scheduling=s2sched", "task_batches=2"]],
+    [[], ["tuner=tmole", "scheduling=s2sched", "task_batches=2"]],
     ids=["lora", "tmole+s2sched+task_batches"],
 )
 def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
@@ -252,7 +252,7 @@ def test_tmole_and_s2sched_train_log_and_save_their_state(qa_data, model_cache, 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MlflowTracker(uri, "test-tmole", (tmp_path / "artifacts").as_uri())
     config = tiny(
-        "steps=12", "adapter=tmole", "scheduling=s2sched", "s2sched.eval_every=3", "s2sched.warmup_ratio=0"
+        "steps=12", "tuner=tmole", "scheduling=s2sched", "s2sched.eval_every=3", "s2sched.warmup_ratio=0"
     )
     result = train(config, qa_data, tmp_path / "run", cache_dir=model_cache, tracker=tracker, progress=False)
     model = load_model(result.model_dir, model_cache)
@@ -360,7 +360,7 @@ def test_gradient_checkpointing_gives_the_gradients_of_a_plain_pass(adapter, qa_
     from components.modeling.profile import build_profiles
     from components.training.data import load_examples
     from components.training.objective import Objective, ObjectiveSettings
-    from components.training.trainer import add_adapter
+    from components.training.trainer import add_tuner
 
     card, tables = read_tables(qa_data)
     examples = load_examples(qa_data, max_records=12, seed=0)
@@ -368,9 +368,9 @@ def test_gradient_checkpointing_gives_the_gradients_of_a_plain_pass(adapter, qa_
     tasks = [task_name(e) for e in examples]
 
     def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
-        config = tiny(f"adapter={adapter}", f"model.gradient_checkpointing={str(checkpointing).lower()}")
+        config = tiny(f"tuner={adapter}", f"model.gradient_checkpointing={str(checkpointing).lower()}")
         torch.manual_seed(0)
-        model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
+        model = add_tuner(build_model(card, tables.users, config.model, model_cache), config, examples)
         layers = [m for m in model.backbone.modules() if hasattr(m, "gradient_checkpointing")]
         assert any(m.gradient_checkpointing for m in layers) is checkpointing
         profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
@@ -394,16 +394,16 @@ def one_step(qa_data: Path, model_cache: Path, adapter: str, **settings):
     from components.modeling.profile import build_profiles
     from components.training.data import load_examples
     from components.training.objective import Objective, ObjectiveSettings
-    from components.training.trainer import add_adapter
+    from components.training.trainer import add_tuner
 
     card, tables = read_tables(qa_data)
     examples = load_examples(qa_data, max_records=12, seed=0)
     ids = sorted({e.user_id for e in examples})
     tasks = [task_name(e) for e in examples]
-    config = tiny(f"adapter={adapter}")
+    config = tiny(f"tuner={adapter}")
     profiles = dict(zip(ids, build_profiles(card, tables, ids, config.model.max_events), strict=True))
     torch.manual_seed(0)
-    model = add_adapter(build_model(card, tables.users, config.model, model_cache), config, examples)
+    model = add_tuner(build_model(card, tables.users, config.model, model_cache), config, examples)
     objective = Objective(model, ObjectiveSettings(n_embedding=8, n_generative=4, margin=None, **settings),
                           profiles, tables.users).eval()  # fmt: skip
     terms = objective(examples[:8], examples[:4], tasks[:8], tasks[:4]).terms
