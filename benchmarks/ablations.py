@@ -127,12 +127,13 @@ def select(table: str = "all", only: list[str] | None = None) -> list[Variant]:
 
 def validate_overrides(profile: str, extra: list[str], variants: list[Variant]) -> None:
     """Every variant's configuration, checked before the first (long) run; all problems in one message."""
-    from components.training.config import ConfigError, load_profile
+    from components.run_config import load_run
+    from components.training.config import ConfigError
 
     problems = []
     for v in variants:
         try:
-            load_profile(profile, [*extra, *v.overrides])
+            load_run(profile, [*extra, *v.overrides])
         except ConfigError as e:
             problems.append(f"{v.name}: {e}")
     if problems:
@@ -145,11 +146,12 @@ def config_digest(
     """The digest of what a row measured: the resolved training configuration and the evaluation
     settings (gate aside). A row run under an earlier version of either (the same `--set`, other
     defaults) does not compare with this one's rows."""
-    from components.training.config import load_profile
+    from components.run_config import load_run
     from flows.evaluate import build_settings
 
-    resolved = {
-        "train": load_profile(profile, overrides).model_dump(mode="json"),
+    run = load_run(profile, overrides)
+    resolved = {  # the training section with the merge settings inside, as before they were split
+        "train": {**run.train.model_dump(mode="json"), "merge": run.merge.model_dump(mode="json")},
         "evaluation": build_settings(ROOT, dataset, {**GATE_OFF, **(evaluation or {})}).model_dump(
             mode="json", exclude={"gate", "progress"}
         ),

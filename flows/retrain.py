@@ -197,12 +197,12 @@ def retrain_flow(
     to fail before any step): it is then validated, not loaded again."""
     from components.modeling.factory import WEIGHTS_FILE
     from components.registry.champion import champion_for
-    from components.training.config import TrainConfig, load_profile
+    from components.run_config import RunConfig, load_run
     from flows.evaluate import build_settings
 
     paths = Paths.resolve(Path(root) if root else None)
     # the profile is read once per retrain: here, or by the caller that passes it resolved
-    config = TrainConfig.model_validate(config) if config else load_profile(profile, list(overrides or []))
+    run = RunConfig.model_validate(config) if config else load_run(profile, list(overrides or []))
     evaluation = dict(evaluation or {})  # so are the evaluation overrides; the resolved settings
     # key the evaluation's cache, so that a changed default (tuning.centre) re-runs it
     resolved_evaluation = build_settings(paths.root, dataset, evaluation).model_dump(
@@ -211,13 +211,13 @@ def retrain_flow(
     steps = _Steps(
         get_run_logger(), refresh, str(paths.root)
     )  # two clones share Prefect's cache, not its hits
-    out: dict[str, Any] = {"dataset": dataset, "profile": config.profile, "seconds": steps.seconds,
+    out: dict[str, Any] = {"dataset": dataset, "profile": run.train.profile, "seconds": steps.seconds,
                            "states": steps.states}  # fmt: skip
     data_dir = paths.data / dataset
     contract = _data_steps(
         steps, out, paths, dataset, dict(options or {}), writer, dict(writer_options or {})
     )
-    run_dir, train_key = _model_steps(steps, out, paths, data_dir, contract, config, track)
+    run_dir, train_key = _model_steps(steps, out, paths, data_dir, contract, run, track)
     winner = Path(out["selection"]["folders"][out["selection"]["winner"]])
     weights = folder_digest(winner, WEIGHTS_FILE)  # not the tuned instructions evaluation adds
 
@@ -291,21 +291,21 @@ def _data_steps(steps: _Steps, out: dict, paths: Paths, dataset: str, options: d
     return contract
 
 
-def _model_steps(steps: _Steps, out: dict, paths: Paths, data_dir: Path, contract: str, config,
+def _model_steps(steps: _Steps, out: dict, paths: Paths, data_dir: Path, contract: str, run,
                  track: bool) -> tuple[Path, str]:  # fmt: skip
     """Train, then merge and select; returns the run folder and the training key."""
     from components.merging.select import SELECTION_FILE
     from components.training.data import USERQA_FILE
     from components.training.trainer import RESULT_FILE
 
+    config = run.train
     userqa = file_digest(data_dir / USERQA_FILE)
-    train_key = steps.key("train", contract=contract, userqa=userqa,
-                          config=config.model_dump(mode="json", exclude={"merge"}))  # fmt: skip
+    train_key = steps.key("train", contract=contract, userqa=userqa, config=config.model_dump(mode="json"))
     run_dir = paths.runs / f"{data_dir.name}-{config.profile}-{train_key.split('-')[-1][:8]}"
     tracking = paths.root if track else None
     out["train"] = steps.keyed("train", train_step, train_key, run_dir / RESULT_FILE, run_dir,
                                config.model_dump(mode="json"), data_dir, run_dir, tracking)  # fmt: skip
-    merge = config.merge.model_dump(mode="json")
+    merge = run.merge.model_dump(mode="json")
     key = steps.key("merge", train=train_key, result=file_digest(run_dir / RESULT_FILE), merge=merge)
     out["selection"] = steps.keyed("merge", merge_step, key, run_dir / SELECTION_FILE, run_dir,
                                    run_dir, data_dir, merge)  # fmt: skip

@@ -17,7 +17,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components.common import bounded_yaml, dotted
-from components.merging.config import MergeSettings
 from components.modeling.config import ModelConfig
 from components.modeling.lora import LoraSettings
 from components.modeling.tmole import TMoLESettings
@@ -52,7 +51,6 @@ class TrainConfig(BaseModel):
     )
     scheduling: Scheduling = Scheduling.UNIFORM
     s2sched: S2SchedConfig = S2SchedConfig()
-    merge: MergeSettings = MergeSettings()  # after training; does not change the trained weights
     seed: int = 0
     # -- data ----------------------------------------------------------------------------------
     families: list[str] | None = Field(None, description="UserQA families to train on; None: all")
@@ -179,8 +177,18 @@ def validate(raw: dict, where: str) -> TrainConfig:
         raise ConfigError(f"invalid training config ({where}): {problems}") from None
 
 
+AFTER_TRAINING = ("merge",)  # profile sections that belong to later stages (`components/run_config.py`)
+
+
 def load_profile(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """A shipped profile by name, or a YAML file by path, with `key=value` overrides applied."""
+    """The training part of a profile (shipped by name, or a YAML file by path) with `key=value`
+    overrides applied; the sections of later stages (`merge`) are left to `run_config.load_run`."""
+    raw = profile_raw(name_or_path, overrides)
+    return validate({k: v for k, v in raw.items() if k not in AFTER_TRAINING}, f"profile {name_or_path}")
+
+
+def profile_raw(name_or_path: str | Path, overrides: list[str] | None = None) -> dict:
+    """A profile's mapping with the overrides applied, before validation."""
     path = Path(name_or_path)
     if str(name_or_path) in PROFILES:
         raw = yaml.safe_load(profile_text(str(name_or_path)))
@@ -197,5 +205,4 @@ def load_profile(name_or_path: str | Path, overrides: list[str] | None = None) -
         )
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"profile {name_or_path} must be a mapping of settings, not a {type(raw).__name__}")
-    raw = _merge(raw or {}, parse_overrides(overrides or []))
-    return validate(raw, f"profile {name_or_path}")
+    return _merge(raw or {}, parse_overrides(overrides or []))

@@ -415,7 +415,9 @@ def _save_checkpoint(accelerator, run_dir, step, model, optimizer, trainer_state
     accelerator.wait_for_everyone()
 
 
-AFTER_TRAINING = frozenset({"merge"})  # config sections that do not touch the trained weights
+# sections that do not touch the trained weights: checkpoints written before `merge` left TrainConfig
+# (components/run_config.py) still carry it
+AFTER_TRAINING = frozenset({"merge"})
 
 
 def _check_same_config(saved: dict, current: dict, where: Path) -> None:

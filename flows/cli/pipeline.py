@@ -29,12 +29,12 @@ def retrain(
 ) -> None:
     """The retraining pipeline: ingest, validate, version, synthesize, train, merge, evaluate, gate,
     register. Finished steps with unchanged inputs are skipped."""
-    from components.training.config import load_profile
+    from components.run_config import load_run
     from flows.logs import tidy_cli_logs
     from flows.retrain import GateFailedError, retrain_flow
 
     try:
-        config = load_profile(profile, cfg)  # read once: a bad profile fails here, before any step
+        config = load_run(profile, cfg)  # read once: a bad profile fails here, before any step
         options, evaluation = parse_pairs(option), parse_pairs(eval_set)
     except user_errors() as e:
         raise fail(str(e)) from None

@@ -32,9 +32,12 @@ def ablations(monkeypatch):
 @pytest.mark.parametrize("profile", ["tiny", "quick"])
 def test_every_variant_changes_what_its_row_says(ablations, profile):
     from components.modeling.config import InputMode, Inputs, Pooling
-    from components.training.config import Scheduling, Tuner, load_profile
+    from components.run_config import load_run
+    from components.training.config import Scheduling, Tuner
 
-    full = load_profile(profile)
+    run = load_run(profile)
+    full = run.train
+    no_merge = run.merge.model_copy(update={"enabled": False})
     want = {
         "text_only": {"model": full.model.model_copy(update={"input_mode": InputMode.TEXT_ONLY,
                                                              "max_text_tokens": 256,
@@ -45,18 +48,18 @@ def test_every_variant_changes_what_its_row_says(ablations, profile):
         "no_ntp": {"no_ntp": True},
         "no_contrastive": {"no_contrastive": True, "no_ntp": False},
         "mean_pooling": {"model": full.model.model_copy(update={"pooling": Pooling.MEAN})},
-        "no_merge": {"merge": full.merge.model_copy(update={"enabled": False})},
+        "no_merge": {},
         "no_s2sched": {"scheduling": Scheduling.UNIFORM, "task_batches": None},  # they need S2Sched
         "no_tmole": {"tuner": Tuner.LORA},
-        "no_all_three": {"merge": full.merge.model_copy(update={"enabled": False}),
-                         "scheduling": Scheduling.UNIFORM, "task_batches": None, "tuner": Tuner.LORA},
+        "no_all_three": {"scheduling": Scheduling.UNIFORM, "task_batches": None, "tuner": Tuner.LORA},
     }  # fmt: skip
     assert set(want) | {"full"} == set(ablations.BY_NAME)
     for v in ablations.VARIANTS:
-        got = load_profile(profile, list(v.overrides))
-        assert got == full.model_copy(update=want.get(v.name, {})), v.name
+        got = load_run(profile, list(v.overrides))
+        assert got.train == full.model_copy(update=want.get(v.name, {})), v.name
+        assert got.merge == (no_merge if v.name in ("no_merge", "no_all_three") else run.merge), v.name
     if profile == "quick":  # the profile the study runs: Table 4's switches are on in it
-        assert full.tuner is Tuner.TMOLE and full.scheduling is Scheduling.S2SCHED and full.merge.enabled
+        assert full.tuner is Tuner.TMOLE and full.scheduling is Scheduling.S2SCHED and run.merge.enabled
 
 
 @pytest.mark.unit

@@ -38,14 +38,14 @@ def versions(project):
 
 
 def test_retrain_registers_then_a_rerun_hits_the_cache(prefect_server, project, monkeypatch):
-    import components.training.config as training_config
+    import components.run_config as run_config
 
-    loads, real = [], training_config.load_profile
-    monkeypatch.setattr(training_config, "load_profile", lambda *a, **k: loads.append(a) or real(*a, **k))
+    loads, real = [], run_config.load_run
+    monkeypatch.setattr(run_config, "load_run", lambda *a, **k: loads.append(a) or real(*a, **k))
     first = run(project)
     assert len(loads) == 1  # the profile is read once per retrain (issue 28)
     resolved = real("tiny", TINY).model_dump(mode="json")  # what the CLI passes after its one read
-    monkeypatch.setattr(training_config, "load_profile", lambda *a, **k: pytest.fail("loaded again"))
+    monkeypatch.setattr(run_config, "load_run", lambda *a, **k: pytest.fail("loaded again"))
     assert first["registered"]["version"] == "1" and versions(project) == [1]
     assert first["selection"]["winner"] in first["selection"]["scores"]
     assert first["evaluation"]["gate"]["passed"] is True

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-import components.training.config as training_config
+import components.run_config as run_config
 from flows.cli import app
 
 pytestmark = pytest.mark.unit
@@ -14,13 +14,13 @@ pytestmark = pytest.mark.unit
 
 def test_a_retrain_loads_the_profile_exactly_once(monkeypatch, tmp_path):
     calls: list[str] = []
-    real = training_config.load_profile
+    real = run_config.load_run
 
     def counting(name, overrides=None):
         calls.append(str(name))
         return real(name, overrides)
 
-    monkeypatch.setattr(training_config, "load_profile", counting)
+    monkeypatch.setattr(run_config, "load_run", counting)
     seen: dict = {}
 
     class Finished:
@@ -40,4 +40,5 @@ def test_a_retrain_loads_the_profile_exactly_once(monkeypatch, tmp_path):
 
     assert result.exit_code == 0, result.output
     assert calls == ["tiny"]
-    assert seen["config"]["steps"] == 3 and seen["config"]["profile"] == "tiny"
+    assert seen["config"]["train"]["steps"] == 3 and seen["config"]["train"]["profile"] == "tiny"
+    assert "merge" in seen["config"] and "merge" not in seen["config"]["train"]
