@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from components.merging.config import MergeSettings
-from components.training.config import AFTER_TRAINING, ConfigError, TrainConfig, profile_raw, validate
+from components.training.config import AFTER_TRAINING, TrainConfig, profile_raw, validate
 
 
 class RunConfig(BaseModel):
@@ -32,9 +32,5 @@ def load_run(name_or_path: str | Path, overrides: list[str] | None = None) -> Ru
     raw = profile_raw(name_or_path, overrides)
     where = f"profile {name_or_path}"
     train = validate({k: v for k, v in raw.items() if k not in AFTER_TRAINING}, where)
-    try:
-        merge = MergeSettings.model_validate(raw.get("merge") or {})
-    except ValidationError as e:
-        problems = "; ".join(f"merge.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"invalid training config ({where}): {problems}") from None
+    merge = validate(raw.get("merge") or {}, where, MergeSettings, "merge.")
     return RunConfig(train=train, merge=merge)

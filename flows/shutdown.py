@@ -59,6 +59,12 @@ def server_dies_with_its_parent() -> bool:
     return True
 
 
+def guard_cli_run() -> None:
+    """Both guards, before a CLI command starts its first flow."""
+    server_dies_with_its_parent()
+    exit_on_sigterm()
+
+
 def exit_on_sigterm() -> None:
     """SIGTERM -> SystemExit(143) in the main thread (a no-op elsewhere)."""
     if threading.current_thread() is not threading.main_thread():

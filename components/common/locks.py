@@ -10,6 +10,8 @@ then excludes other processes. Not re-entrant. The lock file stays (removing it 
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,13 @@ from filelock import FileLock, Timeout
 
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _GUARD = threading.Lock()
+
+
+def temp_lock_path(kind: str, target: Path) -> Path:
+    """A lock file for `target` in the system temp folder (keyed by its resolved path): it exists before
+    the target does and never shows up in a folder that git or DVC hashes."""
+    key = hashlib.sha1(str(Path(target).resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"instructue-{kind}-{key}.lock"
 
 
 @contextmanager

@@ -13,7 +13,6 @@ with one reason per row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -161,12 +160,9 @@ def ingest(
 def dataset_lock(target: Path, timeout_s: float = 3600.0):
     """An inter-process lock per published dataset folder. The lock file lives in the system temp
     folder (keyed by the folder's path), never in `data/`, which DVC hashes."""
-    import tempfile
+    from components.common.locks import file_lock, temp_lock_path
 
-    from components.common.locks import file_lock
-
-    key = hashlib.sha1(str(Path(target).resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"instructue-ingest-{key}.lock"
+    path = temp_lock_path("ingest", target)
     why = f"another ingest of {target} has held its lock for {timeout_s:.0f} s ({path}); retry later"
     return file_lock(path, timeout_s, lambda: TimeoutError(why))
 

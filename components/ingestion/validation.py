@@ -253,7 +253,7 @@ def cutoff_violations(events: pd.DataFrame, cutoffs: pd.DataFrame) -> dict[str, 
     """
     if cutoffs.empty:
         return {}
-    ev = canonical_order(events[["user_id", "ts", *_tie_columns(events)]])
+    ev = canonical_order(events[event_order(events)])
     ev = ev.assign(_pos=ev.groupby("user_id", sort=False).cumcount().to_numpy())
     cut = cutoffs.drop_duplicates("user_id").set_index("user_id")
     n_profile = ev["user_id"].map(cut["n_profile"])
@@ -271,10 +271,6 @@ def cutoff_violations(events: pd.DataFrame, cutoffs: pd.DataFrame) -> dict[str, 
         "n_profile exceeds the user's number of valid events": set(too_many),
     }
     return {reason: {int(u) for u in ids} for reason, ids in out.items() if ids}
-
-
-def _tie_columns(events: pd.DataFrame) -> list[str]:
-    return [c for c in event_order(events) if c not in ("user_id", "ts")]
 
 
 # -- the chunk ----------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from components.common.locks import file_lock
+from components.common.locks import file_lock, temp_lock_path
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +137,7 @@ def repo_lock(root: Path, timeout: float = LOCK_TIMEOUT_S):
     exists before `dvc init` and never shows up in the repository.
     """
     key = Path(root).resolve()
-    digest = hashlib.sha1(str(key).encode(), usedforsecurity=False).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"instructue-dvc-{digest}.lock"
+    path = temp_lock_path("dvc", key)
     why = (
         f"timed out after {timeout:.0f} s waiting for another process's DVC step on {key} (lock file {path})"
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -138,10 +137,6 @@ class ConfigError(ValueError):
     pass
 
 
-def set_dotted(d: dict, key: str, value: Any) -> None:
-    dotted.set_dotted(d, key, value, ConfigError)
-
-
 def parse_overrides(overrides: list[str]) -> dict:
     out: dict = {}
     for item in overrides:
@@ -152,7 +147,7 @@ def parse_overrides(overrides: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({e.problem})") from None
-        set_dotted(out, key.strip(), value)
+        dotted.set_dotted(out, key.strip(), value, ConfigError)
     return out
 
 
@@ -169,11 +164,14 @@ def profile_text(name: str) -> str:
     return resources.files("components.training").joinpath("profiles", f"{name}.yaml").read_text("utf-8")
 
 
-def validate(raw: dict, where: str) -> TrainConfig:
+def validate(raw: dict, where: str, model: type[BaseModel] = TrainConfig, section: str = ""):
+    """`model` from `raw`, or one ConfigError naming every bad key (prefixed with `section.`)."""
     try:
-        return TrainConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '?'}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(
+            f"{section}{'.'.join(map(str, err['loc'])) or '?'}: {err['msg']}" for err in e.errors()
+        )
         raise ConfigError(f"invalid training config ({where}): {problems}") from None
 
 

@@ -40,10 +40,9 @@ def run_flow(flow_fn, **parameters):
     """Run a Prefect flow; a user error inside it exits 2 with its message, anything else raises.
 
     However the run is stopped (SIGTERM, SIGKILL), Prefect's temporary server goes with it."""
-    from flows.shutdown import exit_on_sigterm, server_dies_with_its_parent
+    from flows.shutdown import guard_cli_run
 
-    server_dies_with_its_parent()
-    exit_on_sigterm()
+    guard_cli_run()
     state = flow_fn(**parameters, return_state=True)
     if state.is_failed():
         try:

@@ -39,10 +39,9 @@ def retrain(
     except user_errors() as e:
         raise fail(str(e)) from None
     tidy_cli_logs(user_errors())
-    from flows.shutdown import exit_on_sigterm, server_dies_with_its_parent
+    from flows.shutdown import guard_cli_run
 
-    server_dies_with_its_parent()
-    exit_on_sigterm()
+    guard_cli_run()
     state = retrain_flow(dataset=dataset, profile=profile, overrides=cfg, options=options,
                          root=str(root) if root else None, register_model=register, track=track,
                          refresh=refresh, evaluation=evaluation, config=config.model_dump(mode="json"),
