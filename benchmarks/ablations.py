@@ -128,7 +128,7 @@ def select(table: str = "all", only: list[str] | None = None) -> list[Variant]:
 def validate_overrides(profile: str, extra: list[str], variants: list[Variant]) -> None:
     """Every variant's configuration, checked before the first (long) run; all problems in one message."""
     from components.run_config import load_run
-    from components.training.config import ConfigError
+    from components.training import ConfigError
 
     problems = []
     for v in variants:
@@ -323,7 +323,7 @@ def default_out(dataset: str, profile: str) -> Path:
 
 
 def _write(path: Path, payload: dict) -> None:
-    from components.common.atomic import write_bytes_atomic
+    from components.common import write_bytes_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     # committed: run folders are written from `runs/` on, never as this machine's absolute paths

@@ -37,7 +37,7 @@ MODES = {"raw": False, "centred": True}
 
 def pick_batch(examples: list, size: int, seed: int) -> tuple[str, list]:
     """`size` examples of the task with the most distinct answers: distinct users, distinct answers."""
-    from components.training.data import task_name
+    from components.training import task_name
 
     by: dict[str, list] = {}
     for e in examples:
@@ -59,8 +59,8 @@ def pick_batch(examples: list, size: int, seed: int) -> tuple[str, list]:
 
 def similarity_stats(objective, batch: list, task: str, centre: bool) -> dict[str, float]:
     """Mean pairwise cosines of users and of answers (raw states), top-1 under the mode's scoring."""
-    from components.modeling.tmole import Branch
-    from components.training.losses import centre_groups
+    from components.modeling import Branch
+    from components.training import centre_groups
 
     m = objective.model
     with torch.no_grad():
@@ -83,11 +83,8 @@ def similarity_stats(objective, batch: list, task: str, centre: bool) -> dict[st
 
 
 def run_mode(config, card, tables, batch: list, task: str, centre: bool, steps: int, seed: int) -> dict:
-    from components.modeling.factory import build_model
-    from components.modeling.profile import build_profiles
-    from components.modeling.tmole import INSTRUCTION, UNIVERSAL
-    from components.training.config import Tuner
-    from components.training.objective import Objective, ObjectiveSettings
+    from components.modeling import INSTRUCTION, UNIVERSAL, build_model, build_profiles
+    from components.training import Objective, ObjectiveSettings, Tuner
 
     torch.manual_seed(seed)
     model = build_model(card, tables.users, config.model)
@@ -142,9 +139,8 @@ def main(argv=None) -> int:
     if args.batch < 2 or args.steps < 1:
         raise SystemExit("--batch must be >= 2 and --steps >= 1")
 
-    from components.ingestion.contract import read_tables
-    from components.training.config import load_profile
-    from components.training.data import load_examples
+    from components.ingestion import read_tables
+    from components.training import load_examples, load_profile
 
     config = load_profile(args.profile, args.set)
     data_dir = ROOT / "data" / args.dataset if args.data is None else Path(args.data)

@@ -69,10 +69,8 @@ def data_dir(work: Path, n_users: int, seed: int, noise: float) -> Path:
 
 def train_model(work: Path, data: Path, profile: str, overrides: list[str], data_options: dict) -> Path:
     """Synthesise UserQA and train once per (profile, overrides, data); the model folder."""
-    from components.training.config import load_profile
-    from components.training.trainer import MODEL_DIR, RESULT_FILE, train
-    from components.userqa.synthesize import synthesize
-    from components.userqa.writers import TemplateWriter
+    from components.training import MODEL_DIR, RESULT_FILE, load_profile, train
+    from components.userqa import TemplateWriter, synthesize
     from flows.caching import key_of
 
     config = load_profile(profile, overrides)
@@ -87,8 +85,7 @@ def train_model(work: Path, data: Path, profile: str, overrides: list[str], data
 
 def evaluate_level(model: Path, data: Path, settings, cache: Path) -> dict:
     """The JSON report (`components.evaluation.report.report_dict`) of `model` on one level."""
-    from components.evaluation.evaluate import evaluate_model
-    from components.evaluation.report import report_dict
+    from components.evaluation import evaluate_model, report_dict
 
     return report_dict(evaluate_model(model, data, settings, cache))
 
@@ -123,7 +120,7 @@ def plot(levels: dict[float, dict[str, float]], title: str, path: Path) -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from components.evaluation.plots import COLORS
+    from components.evaluation import COLORS
 
     xs = sorted(levels)
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
@@ -156,8 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "denoising", help="data, model, levels")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "denoising.json")
     args = p.parse_args(argv)
-    from components.evaluation.baselines import Baseline
-    from components.modeling.factory import WEIGHTS_FILE
+    from components.evaluation import Baseline
+    from components.modeling import WEIGHTS_FILE
     from flows.caching import folder_digest, key_of
     from flows.cli import parse_pairs
     from flows.evaluate import build_settings

@@ -22,11 +22,7 @@ import torch
 from common import PeakRss, machine, write_result
 
 from components.ingestion import read_tables
-from components.modeling.config import InputMode, ModelConfig
-from components.modeling.embed import UserEmbedder
-from components.modeling.encoders import CachedEncoder
-from components.modeling.factory import build_model
-from components.modeling.precision import bf16_default
+from components.modeling import CachedEncoder, InputMode, ModelConfig, UserEmbedder, bf16_default, build_model
 
 
 def timed(embedder: UserEmbedder, ids: list[int], instructions: list[str | None], batch_size: int) -> float:

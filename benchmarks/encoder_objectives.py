@@ -32,13 +32,9 @@ import torch.nn.functional as F
 from common import machine, write_result
 from torch import nn
 
-from components.evaluation.probe import mean_auc, probe_embeddings
-from components.evaluation.validation import validation_users
-from components.ingestion import read_tables
-from components.ingestion.contract import profile_mask
-from components.modeling.assets import default_cache_dir
-from components.modeling.config import ModelConfig
-from components.modeling.factory import load_encoder
+from components.evaluation import mean_auc, probe_embeddings, validation_users
+from components.ingestion import profile_mask, read_tables
+from components.modeling import ModelConfig, default_cache_dir, load_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "encoder_objectives.json"

@@ -24,11 +24,17 @@ from common import machine, write_result
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 
-from components.evaluation.baselines import Baseline, BaselineSettings, compute_baselines, data_fingerprint
-from components.evaluation.probe import mean_auc, probe_embeddings
-from components.evaluation.validation import validation_users
+from components.evaluation import (
+    Baseline,
+    BaselineSettings,
+    compute_baselines,
+    data_fingerprint,
+    mean_auc,
+    probe_embeddings,
+    validation_users,
+)
 from components.ingestion import read_tables
-from components.modeling.config import ModelConfig
+from components.modeling import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)

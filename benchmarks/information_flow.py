@@ -51,9 +51,7 @@ def stage_vectors(
     model, card, tables, ids: list[int], layers: list[int], batch_size: int
 ) -> dict[str, np.ndarray]:
     """stage name -> (len(ids), d) L2-normalised vectors, users in `ids` order."""
-    from components.modeling.config import InputMode
-    from components.modeling.embed import UserEmbedder
-    from components.modeling.profile import build_profiles
+    from components.modeling import InputMode, UserEmbedder, build_profiles
 
     users = UserEmbedder(model, card, tables).users
     profiles = build_profiles(card, tables, ids, model.config.max_events)
@@ -95,9 +93,9 @@ def stage_vectors(
 
 
 def build(args):
-    from components.ingestion.contract import read_tables
-    from components.modeling.factory import build_model, load_model
-    from components.training.config import load_profile
+    from components.ingestion import read_tables
+    from components.modeling import build_model, load_model
+    from components.training import load_profile
 
     card, tables = read_tables(ROOT / "data" / args.dataset if args.data is None else Path(args.data))
     if args.untrained:
@@ -136,8 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", help="result name suffix (default: untrained or the model folder's name)")
     args = ap.parse_args(argv)
 
-    from components.evaluation.evaluate import probe_user_ids
-    from components.evaluation.probe import mean_auc, probe_embeddings
+    from components.evaluation import mean_auc, probe_embeddings, probe_user_ids
 
     card, tables, model = build(args)
     n_layers = len(model.backbone.base_model.layers)

@@ -30,14 +30,10 @@ from pathlib import Path
 
 from common import machine, save_figure, write_result
 
-from components.evaluation.validation import probe_variants
-from components.ingestion import read_tables
-from components.ingestion.contract import Split
-from components.modeling.embed import UserEmbedder
-from components.modeling.factory import load_model
-from components.training.checkpoint import step_dir
-from components.training.config import load_profile
-from components.training.trainer import INITIAL_DIR, train
+from components.evaluation import probe_variants
+from components.ingestion import Split, read_tables
+from components.modeling import UserEmbedder, load_model
+from components.training import INITIAL_DIR, load_profile, step_dir, train
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "learning_curve.json"

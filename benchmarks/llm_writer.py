@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 from common import PeakRss, machine, write_result
 
-from components.userqa.llm_writer import LocalLLMWriter
-from components.userqa.records import Answer, AnswerRequest, Facts, Window
+from components.userqa import Answer, AnswerRequest, Facts, LocalLLMWriter, Window
 
 GENRES = (
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
@@ -30,9 +29,8 @@ GENRES = (
 
 
 def dataset_requests(folder: Path, n: int, seed: int) -> tuple[list[AnswerRequest], frozenset[str], str]:
-    from components.ingestion.contract import read_tables
-    from components.userqa.synthesize import build_requests
-    from components.userqa.view import train_view
+    from components.ingestion import read_tables
+    from components.userqa import build_requests, train_view
 
     card, tables = read_tables(folder)
     vocabulary = train_view(tables, card.sequence_sources).vocabulary

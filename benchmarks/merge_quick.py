@@ -18,14 +18,11 @@ from pathlib import Path
 
 from common import machine, write_result
 
-from components.evaluation.validation import probe_variants, validation_users
+from components.evaluation import probe_variants, validation_users
 from components.ingestion import read_tables
-from components.merging.merge import merge_run
-from components.merging.select import FINAL, MERGED, candidates, choose
-from components.merging.ties import Order
-from components.modeling.embed import UserEmbedder
-from components.modeling.factory import load_model
-from components.training.checkpoint import complete_checkpoints
+from components.merging import FINAL, MERGED, Order, candidates, choose, merge_run
+from components.modeling import UserEmbedder, load_model
+from components.training import complete_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 

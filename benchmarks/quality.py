@@ -72,8 +72,7 @@ def report_in(run_dir: Path) -> Path:
 
 def evaluate_now(model: Path, data_dir: Path, root: Path, overrides: dict, report_dir: Path | None) -> Path:
     """Evaluate `model` on `data_dir` (every variant and baseline) and write its report; its path."""
-    from components.evaluation.evaluate import evaluate_model
-    from components.evaluation.report import write_report
+    from components.evaluation import evaluate_model, write_report
     from flows.evaluate import CACHE_DIR, build_settings
 
     model, data_dir = Path(model).resolve(), Path(data_dir).resolve()
@@ -184,7 +183,7 @@ def plot(rows: dict[str, dict], tasks: list[str], title: str, path: Path) -> Pat
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from components.evaluation.plots import COLORS
+    from components.evaluation import COLORS
 
     groups = [*tasks, "mean"]
     width = 0.8 / len(rows)

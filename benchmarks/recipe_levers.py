@@ -24,15 +24,19 @@ from pathlib import Path
 import torch
 from common import machine, write_result
 
-from components.evaluation.baselines import BaselineSettings, compute_baselines, data_fingerprint
-from components.evaluation.probe import mean_auc, probe_embeddings
-from components.evaluation.validation import probe_variants, validation_probe, validation_users
+from components.evaluation import (
+    BaselineSettings,
+    compute_baselines,
+    data_fingerprint,
+    mean_auc,
+    probe_embeddings,
+    probe_variants,
+    validation_probe,
+    validation_users,
+)
 from components.ingestion import read_tables
-from components.modeling.config import ModelConfig
-from components.modeling.embed import UserEmbedder
-from components.modeling.factory import build_model
-from components.training.config import load_profile
-from components.training.trainer import train
+from components.modeling import ModelConfig, UserEmbedder, build_model
+from components.training import load_profile, train
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "recipe_levers.json"

@@ -56,16 +56,18 @@ from embed_throughput import timed
 from tmole_step import bare_backbone, bare_step, step_setup, step_variant, timed_step
 
 from components.ingestion import read_tables
-from components.modeling.assets import default_cache_dir
-from components.modeling.config import InputMode
-from components.modeling.embed import UserEmbedder
-from components.modeling.encoders import CachedEncoder
-from components.modeling.factory import build_model, load_encoder, pick_device
-from components.modeling.precision import bf16_units
-from components.modeling.profile import build_profiles
-from components.training.config import TrainConfig, load_profile
-from components.training.data import MissingUserQA, load_examples
-from components.training.trainer import train
+from components.modeling import (
+    CachedEncoder,
+    InputMode,
+    UserEmbedder,
+    bf16_units,
+    build_model,
+    build_profiles,
+    default_cache_dir,
+    load_encoder,
+    pick_device,
+)
+from components.training import MissingUserQA, TrainConfig, load_examples, load_profile, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

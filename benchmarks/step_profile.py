@@ -32,8 +32,7 @@ from tmole_step import bare_backbone, bare_step, step_setup, step_variant, timed
 from torch.profiler import ProfilerActivity, profile
 
 from components.ingestion import read_tables
-from components.training.config import load_profile
-from components.training.data import load_examples
+from components.training import load_examples, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,9 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from common import PeakRss, machine, write_result
 
-from components.ingestion.contract import Table
-from components.ingestion.ingest import ingest
-from components.ingestion.synthetic import SyntheticOptions, read_synthetic
+from components.ingestion import SyntheticOptions, Table, ingest, read_synthetic
 
 DEFAULTS = SyntheticOptions.model_fields
 

@@ -23,16 +23,23 @@ import torch
 from common import machine, write_result
 
 from components.ingestion import read_tables
-from components.modeling.factory import build_model
-from components.modeling.inputs import GROUP_OVERHEAD
-from components.modeling.lora import LoraSettings
-from components.modeling.profile import build_profiles
-from components.modeling.tmole import INSTRUCTION, UNIVERSAL
-from components.training.batches import route_names
-from components.training.config import load_profile
-from components.training.data import load_examples, task_name
-from components.training.objective import Objective, ObjectiveSettings
-from components.training.trainer import seed_everything
+from components.modeling import (
+    GROUP_OVERHEAD,
+    INSTRUCTION,
+    UNIVERSAL,
+    LoraSettings,
+    build_model,
+    build_profiles,
+)
+from components.training import (
+    Objective,
+    ObjectiveSettings,
+    load_examples,
+    load_profile,
+    route_names,
+    seed_everything,
+    task_name,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +105,7 @@ def bare_step(backbone, embeds: torch.Tensor, bf16: bool) -> None:
 def bare_backbone(card, tables, config, cache_dir=None):
     """The profile's backbone as the floor runs it: its frozen weights in bf16 where the model uses
     bf16 (`InstructUE.frozen_weights_to_bf16`, the faster of the two floors), and that precision."""
-    from components.modeling.factory import build_model
+    from components.modeling import build_model
 
     floor = build_model(card, tables.users, config.model, cache_dir)
     floor.frozen_weights_to_bf16()

@@ -22,13 +22,19 @@ import numpy as np
 import torch
 from common import PeakRss, machine, write_result
 
-from components.evaluation.probe import format_table, mean_auc, probe_embeddings
+from components.evaluation import format_table, mean_auc, probe_embeddings
 from components.ingestion import read_tables
-from components.modeling.embed import UserEmbedder
-from components.modeling.factory import build_model, load_model
-from components.training.checkpoint import STATE_FILE, latest_checkpoint
-from components.training.config import TrainConfig, load_profile
-from components.training.trainer import INITIAL_DIR, RESULT_FILE, seed_everything, train
+from components.modeling import UserEmbedder, build_model, load_model
+from components.training import (
+    INITIAL_DIR,
+    RESULT_FILE,
+    STATE_FILE,
+    TrainConfig,
+    latest_checkpoint,
+    load_profile,
+    seed_everything,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = tuple(range(5))  # this benchmark's recorded protocol: 5 splits, a fixed C
@@ -44,7 +50,7 @@ def training_figures(run_dir: Path) -> dict:
     state = json.loads((found / STATE_FILE).read_text())
     from mlflow.tracking import MlflowClient
 
-    from components.training.tracking import TrackingSettings
+    from components.training import TrackingSettings
 
     client = MlflowClient(TrackingSettings.load(ROOT).uri(ROOT))
     data = client.get_run(state["run_id"]).data.metrics

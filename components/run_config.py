@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from components.merging.config import MergeSettings
-from components.training.config import AFTER_TRAINING, TrainConfig, profile_raw, validate
+from components.merging import MergeSettings
+from components.training import AFTER_TRAINING, TrainConfig, profile_raw, validate
 
 
 class RunConfig(BaseModel):

@@ -17,12 +17,16 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components.common.dotted import set_dotted
+from components.common import set_dotted
+from components.evaluation import (
+    compute_baselines,
+    data_fingerprint,
+    load_gate_settings,
+    log_to_mlflow,
+    table,
+    write_report,
+)
 from components.evaluation import evaluate as ev
-from components.evaluation.baselines import compute_baselines, data_fingerprint
-from components.evaluation.gates import load_gate_settings
-from components.evaluation.report import table, write_report
-from components.evaluation.tracking import log_to_mlflow
 from flows.settings import Paths
 
 CACHE_DIR = ".cache"
@@ -57,7 +61,7 @@ def champion_from_report(path: Path) -> dict[str, float]:
 
 def training_run_id(model_dir: Path) -> str | None:
     """The MLflow run the model's training logged to (`<run>/result.json`), if any."""
-    from components.training.trainer import RESULT_FILE
+    from components.training import RESULT_FILE
 
     file = Path(model_dir).parent / RESULT_FILE
     if not file.is_file():
@@ -66,7 +70,7 @@ def training_run_id(model_dir: Path) -> str | None:
 
 
 def mlflow_client(root: Path):
-    from components.training.tracking import tracking_client
+    from components.training import tracking_client
 
     return tracking_client(root)
 
@@ -74,7 +78,7 @@ def mlflow_client(root: Path):
 def evaluation_run(root: Path, dataset: str, model_dir: Path) -> str:
     """A run of its own for an evaluation without a training run (registration finds it by the
     model's digest tag, which `log_to_mlflow` sets)."""
-    from components.training.tracking import TrackingSettings
+    from components.training import TrackingSettings
 
     client = mlflow_client(root)
     found = client.get_experiment_by_name(EVALUATION_EXPERIMENT)
@@ -124,7 +128,7 @@ def gate_task(scores, baseline_names, settings, champion):
 
 @task(name="s2sched-history", cache_policy=NO_CACHE)
 def history_task(root: Path, run_id: str):
-    from components.evaluation.plots import s2sched_from_mlflow
+    from components.evaluation import s2sched_from_mlflow
 
     return s2sched_from_mlflow(mlflow_client(root), run_id)
 
@@ -132,7 +136,7 @@ def history_task(root: Path, run_id: str):
 @task(name="save-tuned-instructions", cache_policy=NO_CACHE)
 def save_tuned_task(model_dir: Path, tuned: dict) -> None:
     # beside the weights they were tuned for, so `instructue embed --tuned <task>` finds them
-    from components.modeling.tuned import save_tuned
+    from components.modeling import save_tuned
 
     save_tuned(model_dir, list(tuned.values()))
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from components.evaluation.validation import validation_scorer
+from components.evaluation import validation_scorer
 from components.ingestion import read_tables
-from components.merging.config import MergeSettings
-from components.merging.select import Selection, merge_and_select
+from components.merging import MergeSettings, Selection, merge_and_select
 from flows.settings import Paths
 
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from components.ingestion import ingest, read_dataset, versioning
-from components.userqa.synthesize import SynthesisConfig, synthesize
-from components.userqa.writers import make_writer
+from components.userqa import SynthesisConfig, make_writer, synthesize
 from flows.settings import Paths
 
 EMBEDDED = ("movielens-100k",)  # readers whose default options read files shipped in a package

@@ -76,8 +76,7 @@ def version_step(root: Path) -> dict:
 @task(name="synthesize", retries=2, retry_delay_seconds=10, **CACHED)
 def synthesize_step(cache_key: str, data_dir: Path, writer: str, writer_options: dict, config: dict) -> dict:
     # retries: an endpoint writer can fail transiently; finished chunks are kept, so a retry resumes
-    from components.userqa.synthesize import SynthesisConfig, synthesize
-    from components.userqa.writers import make_writer
+    from components.userqa import SynthesisConfig, make_writer, synthesize
 
     summary = synthesize(
         data_dir, make_writer(writer, **writer_options), SynthesisConfig.model_validate(config)
@@ -90,9 +89,7 @@ def train_step(
     cache_key: str, config: dict, data_dir: Path, run_dir: Path, tracking_root: Path | None
 ) -> dict:
     # resume=True: a retry, or a re-run after a crash, continues from the newest complete checkpoint
-    from components.training.config import TrainConfig
-    from components.training.tracking import MlflowTracker
-    from components.training.trainer import train
+    from components.training import MlflowTracker, TrainConfig, train
 
     tracker = MlflowTracker.from_settings(tracking_root) if tracking_root else None
     return train(
@@ -102,10 +99,9 @@ def train_step(
 
 @task(name="merge-and-select", **CACHED)
 def merge_step(cache_key: str, run_dir: Path, data_dir: Path, settings: dict) -> dict:
-    from components.evaluation.validation import validation_scorer
+    from components.evaluation import validation_scorer
     from components.ingestion import read_tables
-    from components.merging.config import MergeSettings
-    from components.merging.select import merge_and_select
+    from components.merging import MergeSettings, merge_and_select
 
     merge = MergeSettings.model_validate(settings)
     card, tables = read_tables(data_dir)
@@ -117,10 +113,14 @@ def merge_step(cache_key: str, run_dir: Path, data_dir: Path, settings: dict) ->
 def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path, root: Path,
                   champion: dict | None, run_id: str | None, overrides: dict) -> dict:  # fmt: skip
     from components.evaluation import evaluate as ev
-    from components.evaluation.plots import s2sched_from_checkpoints, s2sched_from_mlflow
-    from components.evaluation.report import table, write_report
-    from components.evaluation.tracking import log_to_mlflow
-    from components.modeling.tuned import save_tuned
+    from components.evaluation import (
+        log_to_mlflow,
+        s2sched_from_checkpoints,
+        s2sched_from_mlflow,
+        table,
+        write_report,
+    )
+    from components.modeling import save_tuned
     from flows.evaluate import CACHE_DIR, build_settings, evaluation_run, mlflow_client
 
     settings = build_settings(root, data_dir.name, overrides)
@@ -146,8 +146,7 @@ def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path
 
 @task(name="register", **CACHED)
 def register_step(cache_key: str, model_dir: Path, report: Path, data_dir: Path, root: Path) -> dict:
-    from components.registry.register import register
-    from components.registry.settings import RegistrySettings
+    from components.registry import RegistrySettings, register
 
     settings = RegistrySettings.load(root)
     client = settings.client(root)
@@ -167,7 +166,7 @@ def _outputs_are(output: Path, marker: Path, key: str) -> bool:
 def _stamp(marker: Path, key: str, state: str) -> None:
     """Record that the step's outputs on disk are `key`'s, once it has run (not on a cache hit, which
     wrote nothing)."""
-    from components.common.atomic import write_bytes_atomic
+    from components.common import write_bytes_atomic
 
     if state == "Completed":
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -195,8 +194,8 @@ def retrain_flow(
     record, the evaluation report's path, the gate verdict and the registered version. `config`: the
     resolved training configuration when the caller has loaded the profile already (the CLI does,
     to fail before any step): it is then validated, not loaded again."""
-    from components.modeling.factory import WEIGHTS_FILE
-    from components.registry.champion import champion_for
+    from components.modeling import WEIGHTS_FILE
+    from components.registry import champion_for
     from components.run_config import RunConfig, load_run
     from flows.evaluate import build_settings
 
@@ -275,8 +274,8 @@ class _Steps:
 def _data_steps(steps: _Steps, out: dict, paths: Paths, dataset: str, options: dict, writer: str,
                 writer_options: dict) -> str:  # fmt: skip
     """Ingest, synthesize, version; returns the contract files' digest."""
-    from components.training.data import USERQA_FILE
-    from components.userqa.synthesize import SynthesisConfig
+    from components.training import USERQA_FILE
+    from components.userqa import SynthesisConfig
 
     data_dir, data_keys = paths.data / dataset, paths.runs / DATA_KEYS_DIR / dataset
     key = steps.key("ingest", dataset=dataset, options=options, max_bad_share=MAX_BAD_SHARE)
@@ -294,9 +293,8 @@ def _data_steps(steps: _Steps, out: dict, paths: Paths, dataset: str, options: d
 def _model_steps(steps: _Steps, out: dict, paths: Paths, data_dir: Path, contract: str, run,
                  track: bool) -> tuple[Path, str]:  # fmt: skip
     """Train, then merge and select; returns the run folder and the training key."""
-    from components.merging.select import SELECTION_FILE
-    from components.training.data import USERQA_FILE
-    from components.training.trainer import RESULT_FILE
+    from components.merging import SELECTION_FILE
+    from components.training import RESULT_FILE, USERQA_FILE
 
     config = run.train
     userqa = file_digest(data_dir / USERQA_FILE)

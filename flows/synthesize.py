@@ -11,8 +11,7 @@ from typing import Any
 from prefect import flow, task
 
 from components.ingestion import versioning
-from components.userqa.synthesize import SynthesisConfig, SynthesisSummary, synthesize
-from components.userqa.writers import make_writer
+from components.userqa import SynthesisConfig, SynthesisSummary, make_writer, synthesize
 from flows.ingest import version_task
 from flows.settings import Paths
 

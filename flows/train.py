@@ -19,9 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.runtime import task_run
 
-from components.training.config import load_profile
-from components.training.tracking import MlflowTracker
-from components.training.trainer import RESULT_FILE, train
+from components.training import RESULT_FILE, MlflowTracker, load_profile, train
 from flows.settings import Paths
 
 

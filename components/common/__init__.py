@@ -10,12 +10,15 @@ from components.common.atomic import (
     write_bytes_atomic,
     write_text,
 )
-from components.common.locks import file_lock
+from components.common.dotted import set_dotted
+from components.common.locks import file_lock, temp_lock_path
 
 __all__ = [
     "file_lock",
     "remove_stale_temps",
     "replace_dir",
+    "set_dotted",
+    "temp_lock_path",
     "temp_sibling",
     "write_bytes_atomic",
     "write_text",

@@ -33,8 +33,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.ingestion.card import DatasetCard, FeatureType
-from components.ingestion.contract import CARD_FILENAME, ContractTables, Table, profile_mask
+from components.ingestion import CARD_FILENAME, ContractTables, DatasetCard, FeatureType, Table, profile_mask
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ def text_chunks(
     chunk_events: int,
 ) -> list[list[str]]:
     """Per user: chunks of `chunk_events` profile events of one source, then the tabular text."""
-    from components.modeling.profile import build_profiles
+    from components.modeling import build_profiles
 
     profiles = build_profiles(card, tables, list(user_ids), max_events)
     rows = tables.users.set_index("user_id").loc[list(user_ids)].reset_index()
@@ -193,9 +192,7 @@ def raw_backbone_features(
     progress: bool = False,
 ) -> np.ndarray:
     """The untrained backbone's `<USER>` state over the text-only input (see the module docstring)."""
-    from components.modeling.config import RECIPE_SWITCHES, InputMode, Inputs
-    from components.modeling.embed import UserEmbedder
-    from components.modeling.factory import build_model
+    from components.modeling import RECIPE_SWITCHES, InputMode, Inputs, UserEmbedder, build_model
 
     # Every source, whatever input ablation the model has, and none of the model's recipe switches
     # (depth cut, summary tokens, read-out, training heads): the baseline is the backbone as shipped,
@@ -229,15 +226,15 @@ def data_fingerprint(data_dir: Path) -> str:
 
 def model_identity(baseline: Baseline, model_config, asset_cache: Path | None) -> str:
     """What computes a baseline's features: the backbone's or the encoder's file identity."""
-    from components.modeling.encoders import encoder_identity, read_st_layout
+    from components.modeling import encoder_identity, read_st_layout
 
     if baseline is Baseline.RAW_BACKBONE:
-        from components.modeling.assets import resolve_backbone
+        from components.modeling import resolve_backbone
 
         folder = resolve_backbone(model_config.backbone, asset_cache)
         return encoder_identity(folder, "last_token", True, 0)
     if baseline is Baseline.SENTENCE_ENCODER:
-        from components.modeling.assets import resolve_encoder
+        from components.modeling import resolve_encoder
 
         folder, pooling, normalize = read_st_layout(resolve_encoder(model_config.encoder, asset_cache))
         return encoder_identity(folder, pooling, normalize, 128)
@@ -279,7 +276,7 @@ def read_cached(folder: Path, user_ids: Sequence[int]) -> np.ndarray | None:
 
 def write_cached(folder: Path, user_ids: Sequence[int], matrix: np.ndarray, meta: dict) -> None:
     """Write an entry atomically: a temp folder renamed into place."""
-    from components.common.atomic import replace_dir, temp_sibling
+    from components.common import replace_dir, temp_sibling
 
     tmp = temp_sibling(folder)
     try:
@@ -314,7 +311,7 @@ def compute_baselines(
         cache_dir: holds `baselines/`; None computes every time.
         asset_cache: where backbones and encoders resolve (`assets.default_cache_dir()` if None).
     """
-    from components.modeling.assets import default_cache_dir
+    from components.modeling import default_cache_dir
 
     asset_cache = asset_cache or default_cache_dir()
     out = {}
@@ -343,7 +340,7 @@ def _compute(baseline, card, tables, user_ids, model_config, settings, asset_cac
     if baseline is Baseline.SVD:
         return svd_features(tables, user_ids, settings.svd_components, settings.item_column, settings.seed)
     if baseline is Baseline.SENTENCE_ENCODER:
-        from components.modeling.factory import load_encoder, pick_device
+        from components.modeling import load_encoder, pick_device
 
         encoder = load_encoder(model_config, pick_device(model_config.device), asset_cache)
         chunks = text_chunks(card, tables, user_ids, model_config.max_events, settings.chunk_events)

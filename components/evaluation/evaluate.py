@@ -120,7 +120,7 @@ class EvaluationResult:
 def probe_user_ids(tables, tasks: list[str]) -> list[int]:
     """The probe split's users with a label for any of `tasks`, sorted: the users every variant and
     baseline is probed on."""
-    from components.ingestion.contract import Split
+    from components.ingestion import Split
 
     probe = set(tables.users.loc[tables.users["split"] == Split.PROBE.value, "user_id"].astype(int))
     labels = tables.labels[tables.labels["user_id"].astype(int).isin(probe)]
@@ -131,8 +131,8 @@ def load_inputs(
     model_dir: Path, data_dir: Path, settings: EvaluationSettings, asset_cache: Path | None = None
 ) -> EvalInputs:
     """Load the model and the dataset; the probe users and, per task, their labels."""
-    from components.ingestion.contract import read_tables
-    from components.modeling.factory import load_model
+    from components.ingestion import read_tables
+    from components.modeling import load_model
 
     card, tables = read_tables(data_dir)
     tasks = settings.tasks or [t.name for t in card.tasks]
@@ -190,7 +190,7 @@ def tune_instructions(inputs: EvalInputs, tuning_users: dict[str, list[int]], se
 
 def embed_variants(inputs: EvalInputs, tuned: dict, settings: EvaluationSettings) -> dict[str, dict]:
     """variant -> task -> (n_probe, d) embeddings of the probe users (universal: key "*")."""
-    from components.modeling.embed import UserEmbedder
+    from components.modeling import UserEmbedder
 
     manual = {t: inputs.card.task(t).instruction for t in inputs.tasks}
     wanted: list = []
@@ -315,7 +315,7 @@ def assemble(
     """The stages' outputs as one result, with what the plots need from the run (S2Sched history:
     given, or read from the checkpoints beside the model folder; TMoLE routing from the model)."""
     from components.evaluation.plots import routing_similarity, s2sched_from_checkpoints
-    from components.modeling.factory import model_digest
+    from components.modeling import model_digest
 
     history = s2sched_history
     if history is None:

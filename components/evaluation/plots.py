@@ -77,7 +77,7 @@ def routing_similarity(model) -> dict | None:
     """
     import torch
 
-    from components.modeling.tmole import Branch, Route, TMoLELinear
+    from components.modeling import Branch, Route, TMoLELinear
 
     if getattr(model, "tmole", None) is None:
         return None

@@ -167,7 +167,7 @@ def _fmt(x: float | None) -> str:
 
 def write_report(result: EvaluationResult, folder: Path, plots: bool = True) -> dict:
     """Write `report.json`, `report.md` and the plots into `folder`; returns the JSON report."""
-    from components.common.atomic import write_text
+    from components.common import write_text
     from components.evaluation import plots as P
 
     folder = Path(folder)

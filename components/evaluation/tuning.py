@@ -27,13 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.ingestion.card import DatasetCard
-from components.ingestion.contract import ContractTables
-from components.modeling.model import InstructUE
-from components.modeling.prefix_cache import PrefixCache
-from components.modeling.profile import build_profiles
-from components.modeling.tuned import TunedInstruction, load_tuned, save_tuned, tuned_for
-from components.training.losses import centre_groups
+from components.ingestion import ContractTables, DatasetCard
+from components.modeling import (
+    InstructUE,
+    PrefixCache,
+    TunedInstruction,
+    build_profiles,
+    load_tuned,
+    save_tuned,
+    tuned_for,
+)
+from components.training import centre_groups
 
 TUNING_BATCH = 64  # few-shot users per backbone pass: few-shot sets fit in one, fewer and larger ops
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from components.evaluation.probe import mean_auc, probe_embeddings
-from components.ingestion.contract import Split
+from components.ingestion import Split
 
 MIN_USERS = 20  # a probe over fewer labelled users means nothing
 
@@ -72,8 +72,7 @@ def validation_probe(
     `model_dir` and probe the card's tasks."""
     import time
 
-    from components.modeling.embed import UserEmbedder
-    from components.modeling.factory import load_model
+    from components.modeling import UserEmbedder, load_model
 
     users = validation_users(tables, max_users)
     instructions = [card.task(t.name).instruction for t in card.tasks]

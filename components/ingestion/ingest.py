@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from components.common.atomic import remove_stale_temps, replace_dir, temp_sibling, write_text
+from components.common import remove_stale_temps, replace_dir, temp_sibling, write_text
 from components.ingestion.card import DatasetCard
 from components.ingestion.contract import CARD_FILENAME, ContractTables, RawDataset, Split, Table
 from components.ingestion.validation import CHECK, ChunkValidator, ContractError
@@ -160,7 +160,7 @@ def ingest(
 def dataset_lock(target: Path, timeout_s: float = 3600.0):
     """An inter-process lock per published dataset folder. The lock file lives in the system temp
     folder (keyed by the folder's path), never in `data/`, which DVC hashes."""
-    from components.common.locks import file_lock, temp_lock_path
+    from components.common import file_lock, temp_lock_path
 
     path = temp_lock_path("ingest", target)
     why = f"another ingest of {target} has held its lock for {timeout_s:.0f} s ({path}); retry later"

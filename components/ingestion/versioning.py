@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from components.common.locks import file_lock, temp_lock_path
+from components.common import file_lock, temp_lock_path
 
 log = logging.getLogger(__name__)
 

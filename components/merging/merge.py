@@ -131,9 +131,9 @@ def merge_run(
 
     from safetensors.torch import load_file, save_file
 
-    from components.common.atomic import replace_dir, temp_sibling
-    from components.modeling.factory import MODEL_FILE, TOKENIZER_DIR, WEIGHTS_FILE
-    from components.training.trainer import INITIAL_DIR
+    from components.common import replace_dir, temp_sibling
+    from components.modeling import MODEL_FILE, TOKENIZER_DIR, WEIGHTS_FILE
+    from components.training import INITIAL_DIR
 
     initial_dir = Path(run_dir) / INITIAL_DIR
     if not (initial_dir / WEIGHTS_FILE).is_file():

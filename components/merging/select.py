@@ -69,7 +69,7 @@ def candidates(run_dir: Path, checkpoints: list[Path]) -> dict[str, Path]:
 
     A checkpoint of the run's last step holds the final model's weights; it is scored once, as `final`.
     """
-    from components.training.trainer import MODEL_DIR, RESULT_FILE
+    from components.training import MODEL_DIR, RESULT_FILE
 
     run_dir = Path(run_dir)
     out = {Path(c).name: Path(c) for c in checkpoints}
@@ -95,8 +95,8 @@ def merge_and_select(
 ) -> Selection:
     """Merge the run's checkpoints (the last `settings.last`, or `checkpoints`), score every candidate
     with `score(folder)` (a float, or (float, details)), choose, and write `<run>/selection.json`."""
-    from components.common.atomic import write_bytes_atomic
-    from components.training.checkpoint import complete_checkpoints
+    from components.common import write_bytes_atomic
+    from components.training import complete_checkpoints
 
     run_dir = Path(run_dir)
     chosen = (

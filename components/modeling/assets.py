@@ -24,7 +24,7 @@ import shutil
 from importlib.util import find_spec
 from pathlib import Path
 
-from components.common.atomic import remove_stale_temps, replace_dir, temp_sibling, write_text
+from components.common import remove_stale_temps, replace_dir, temp_sibling, write_text
 from components.modeling.tiny import BUILDERS, TINY_BACKBONE, TINY_ENCODER
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from components.ingestion.card import DatasetCard
-from components.ingestion.contract import ContractTables
+from components.ingestion import ContractTables, DatasetCard
 from components.modeling.model import Instruction, InstructUE
 from components.modeling.profile import build_profiles
 from components.modeling.tuned import TunedInstruction
@@ -91,7 +90,7 @@ def write_embeddings(
 ) -> Path:
     """One row per (user, instruction): `user_id`, `instruction` (null: universal; `tuned:<task>` for
     a tuned instruction), `embedding`."""
-    from components.common.atomic import write_bytes_atomic
+    from components.common import write_bytes_atomic
 
     frames = []
     for instruction, matrix in by_instruction.items():

@@ -17,8 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from components.ingestion.card import DatasetCard, FeatureType, SourceKind
-from components.ingestion.contract import Split
+from components.ingestion import DatasetCard, FeatureType, SourceKind, Split
 from components.modeling.adapters import TabularSpec
 from components.modeling.config import InputMode, ModelConfig
 from components.modeling.lora import LoraSettings
@@ -168,7 +167,7 @@ def write_model_files(model: InstructUE, folder: Path) -> Path:
 
 def save_model(model: InstructUE, folder: Path) -> Path:
     """Write the model folder atomically (temp folder, then rename)."""
-    from components.common.atomic import replace_dir, temp_sibling
+    from components.common import replace_dir, temp_sibling
 
     folder = Path(folder)
     tmp = temp_sibling(folder)

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from components.ingestion.card import DatasetCard, SourceKind
-from components.ingestion.contract import ContractTables, profile_mask
+from components.ingestion import ContractTables, DatasetCard, SourceKind, profile_mask
 
 
 @dataclass(frozen=True)

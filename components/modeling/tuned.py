@@ -75,7 +75,7 @@ def save_tuned(model_dir: Path, tuned: list[TunedInstruction]) -> Path:
     instructions for other tasks (a task tuned again replaces its previous tokens). Atomic."""
     from safetensors.torch import save
 
-    from components.common.atomic import write_bytes_atomic
+    from components.common import write_bytes_atomic
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():

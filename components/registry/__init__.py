@@ -12,3 +12,24 @@
 
 Nothing here sets global MLflow state: every function takes an explicit `MlflowClient`.
 """
+
+from components.registry.batch import ModelRef, embed_batch
+from components.registry.champion import champion_for
+from components.registry.promote import promote, rollback
+from components.registry.records import RecordError
+from components.registry.register import RegistryError, register
+from components.registry.serve import serve_command
+from components.registry.settings import RegistrySettings
+
+__all__ = [
+    "ModelRef",
+    "RecordError",
+    "RegistryError",
+    "RegistrySettings",
+    "champion_for",
+    "embed_batch",
+    "promote",
+    "register",
+    "rollback",
+    "serve_command",
+]

@@ -108,8 +108,8 @@ def embed_batch(
 
     Returns the number of rows written and the `ModelVersion` used.
     """
-    from components.ingestion.contract import read_tables
-    from components.modeling.embed import UserEmbedder, write_embeddings
+    from components.ingestion import read_tables
+    from components.modeling import UserEmbedder, write_embeddings
 
     card, tables = read_tables(dataset_dir)
     if split != "all":

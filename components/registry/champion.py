@@ -20,7 +20,7 @@ def champion_aucs(client, name: str, variant: str = "best") -> dict[str, float] 
     or its run carries no report."""
     from mlflow.exceptions import MlflowException
 
-    from components.evaluation.gates import pick_variant
+    from components.evaluation import pick_variant
     from components.registry.register import RegistryError
 
     try:

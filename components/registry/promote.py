@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from components.common.locks import file_lock
+from components.common import file_lock
 from components.registry.register import CHALLENGER, CHAMPION, RegistryError
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.ingestion.card import DatasetCard, FeatureType
-from components.ingestion.contract import ContractTables
-from components.modeling.profile import build_profiles
+from components.ingestion import ContractTables, DatasetCard, FeatureType
+from components.modeling import build_profiles
 
 USER_ID, INSTRUCTION, TASK = "user_id", "instruction", "task"
 RESERVED = (USER_ID, INSTRUCTION, TASK)

@@ -39,8 +39,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from components.ingestion.card import DatasetCard
-from components.ingestion.contract import CARD_FILENAME, read_tables
+from components.ingestion import CARD_FILENAME, DatasetCard, read_tables
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ def recorded_evaluation(client, digest: str, into: Path) -> tuple[str, GateRepor
     Raises:
         RegistryError: no run of any experiment carries the digest, or its report is of other weights.
     """
-    from components.evaluation.tracking import EVAL_DIGEST_TAG
+    from components.evaluation import EVAL_DIGEST_TAG
 
     experiments = [e.experiment_id for e in client.search_experiments()]
     where = f"tags.`{EVAL_DIGEST_TAG}` = '{digest}'"
@@ -188,9 +187,7 @@ def _report_files(report: Path) -> list[Path]:
 
 
 def _base_model_artifacts(model_dir: Path, cache_dir: Path | None) -> dict[str, str]:
-    from components.modeling.assets import resolve_backbone, resolve_encoder
-    from components.modeling.config import InputMode
-    from components.modeling.factory import MODEL_FILE
+    from components.modeling import MODEL_FILE, InputMode, resolve_backbone, resolve_encoder
 
     config = json.loads((model_dir / MODEL_FILE).read_text(encoding="utf-8"))["config"]
     out = {"backbone": str(resolve_backbone(config["backbone"], cache_dir))}
@@ -237,7 +234,7 @@ def register(
 
     from mlflow.entities import LoggedModelOutput, Metric, Param
 
-    from components.modeling.factory import MODEL_FILE, ModelFolderError, model_digest
+    from components.modeling import MODEL_FILE, ModelFolderError, model_digest
     from components.registry.records import input_example
     from components.registry.served import ServedEmbedder
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.ingestion.card import DatasetCard
-from components.modeling.embed import UserEmbedder
-from components.modeling.model import InstructUE
+from components.ingestion import DatasetCard
+from components.modeling import InstructUE, UserEmbedder
 from components.registry.records import check_card, instructions_of, tables_from_records
 
 
@@ -37,7 +36,7 @@ class ServedEmbedder:
         device: str | None = None,
     ) -> ServedEmbedder:
         """Load a model folder; bundled base-model folders replace the aliases in its model.json."""
-        from components.modeling.factory import load_model
+        from components.modeling import load_model
 
         overrides = {}
         if backbone_dir:

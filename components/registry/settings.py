@@ -50,7 +50,7 @@ class RegistrySettings(BaseModel):
             raise ValueError(f"{path} is invalid; fix these fields:\n{e}") from None
 
     def tracking(self, root: Path) -> str:
-        from components.training.tracking import store_uri
+        from components.training import store_uri
 
         return store_uri(self.tracking_uri, root)
 
@@ -58,7 +58,7 @@ class RegistrySettings(BaseModel):
         return os.environ.get("MLFLOW_REGISTRY_URI") or self.registry_uri or self.tracking(root)
 
     def artifacts(self, root: Path) -> str:
-        from components.training.tracking import artifact_uri
+        from components.training import artifact_uri
 
         return artifact_uri(self.artifact_root, root)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.modeling.tmole import INSTRUCTION
+from components.modeling import INSTRUCTION
 from components.training.data import Example, Sampler, shard, task_name
 from components.training.s2sched import S2SchedConfig, TaskPools, build_scheduler
 

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.modeling.factory import WEIGHTS_FILE, load_trainable, write_model_files
-from components.modeling.model import InstructUE
+from components.modeling import WEIGHTS_FILE, InstructUE, load_trainable, write_model_files
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer.json"
@@ -122,7 +121,7 @@ def write_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from components.common.atomic import replace_dir
+    from components.common import replace_dir
 
     write_model_files(model, staging)
     tensors, groups = optimizer_tensors(optimizer_state_dict)

@@ -16,9 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components.common import bounded_yaml, dotted
-from components.modeling.config import ModelConfig
-from components.modeling.lora import LoraSettings
-from components.modeling.tmole import TMoLESettings
+from components.modeling import LoraSettings, ModelConfig, TMoLESettings
 from components.training.param_groups import GroupSettings, ParamGroup
 from components.training.s2sched import S2SchedConfig
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.modeling.tmole import UNIVERSAL
+from components.modeling import UNIVERSAL
 
 USERQA_FILE = "userqa.parquet"
 

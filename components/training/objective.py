@@ -20,11 +20,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from components.modeling.config import Pooling
-from components.modeling.inputs import GROUP_OVERHEAD, Plan
-from components.modeling.model import InstructUE, UserBatch
-from components.modeling.profile import UserProfile
-from components.modeling.tmole import Branch, Route
+from components.modeling import (
+    GROUP_OVERHEAD,
+    Branch,
+    InstructUE,
+    Plan,
+    Pooling,
+    Route,
+    UserBatch,
+    UserProfile,
+)
 from components.training.data import Example, task_name
 from components.training.losses import (
     IGNORE,

@@ -152,7 +152,7 @@ def train(
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from components.modeling.factory import pick_device
+    from components.modeling import pick_device
 
     accelerator = Accelerator(
         cpu=pick_device(config.model.device).type == "cpu",
@@ -178,9 +178,8 @@ def train(
 
 def _setup(run: _Run, data_dir: Path, cache_dir: Path | None) -> list[int]:
     """Data, model, objective, optimizer, schedule and sampler; returns the training users."""
-    from components.ingestion.contract import read_tables
-    from components.modeling.factory import build_model
-    from components.modeling.profile import build_profiles
+    from components.ingestion import read_tables
+    from components.modeling import build_model, build_profiles
     from components.training.data import load_examples
     from components.training.objective import Objective, ObjectiveSettings
 
@@ -208,7 +207,7 @@ def _setup(run: _Run, data_dir: Path, cache_dir: Path | None) -> list[int]:
 
 def _resume_or_start(run: _Run, resume: bool) -> None:
     """Restore the newest complete checkpoint (`resume`), or start clean: the initial state saved."""
-    from components.modeling.factory import save_model
+    from components.modeling import save_model
     from components.training import checkpoint as ckpt
 
     config_json = run.config.model_dump(mode="json")
@@ -324,8 +323,8 @@ def _checkpoint(run: _Run) -> None:
 
 def _finish(run: _Run) -> TrainResult:
     """The final model folder, the result file and the run's throughput metrics."""
-    from components.common.atomic import write_text
-    from components.modeling.factory import save_model
+    from components.common import write_text
+    from components.modeling import save_model
 
     model_dir = run.run_dir / MODEL_DIR
     if run.main:
@@ -353,7 +352,7 @@ def _finish(run: _Run) -> TrainResult:
 def add_tuner(model, config: TrainConfig, examples):
     """The backbone tuner `config.tuner` names ("adapter" means `SourceAdapter` only): TMoLE with one
     task per UserQA family of `examples` (plus the universal and free-instruction routes), or LoRA."""
-    from components.modeling.tmole import INSTRUCTION, UNIVERSAL
+    from components.modeling import INSTRUCTION, UNIVERSAL
     from components.training.data import task_name
 
     if config.tuner is Tuner.TMOLE:

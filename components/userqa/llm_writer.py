@@ -62,8 +62,7 @@ class LocalLLMWriter:
         device: str = "auto",
         seed: int = 0,
     ):
-        from components.modeling.assets import resolve_backbone
-        from components.modeling.factory import load_backbone, pick_device
+        from components.modeling import load_backbone, pick_device, resolve_backbone
 
         _check_options(batch_size, max_new_tokens, temperature, max_attempts)
         lm, tokenizer = load_backbone(resolve_backbone(model, cache_dir))

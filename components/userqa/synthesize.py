@@ -28,8 +28,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from components.common.atomic import write_bytes_atomic, write_text
-from components.ingestion.contract import Table, read_tables
+from components.common import write_bytes_atomic, write_text
+from components.ingestion import Table, read_tables
 from components.userqa.families import FAMILIES, GENERAL, Family, applicable
 from components.userqa.records import Answer, AnswerRequest, AnswerWriter, Window
 from components.userqa.view import EventView, train_view

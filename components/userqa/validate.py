@@ -10,7 +10,7 @@ import os
 
 import pandas as pd
 
-from components.ingestion.validation import ContractError
+from components.ingestion import ContractError
 
 
 def validate_userqa(df: pd.DataFrame, train_users: set[int], families: dict) -> None:

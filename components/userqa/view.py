@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.ingestion.contract import ContractTables, Split, profile_mask
+from components.ingestion import ContractTables, Split, profile_mask
 
 
 @dataclass(frozen=True)

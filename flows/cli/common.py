@@ -20,15 +20,12 @@ def fail(message: str) -> typer.Exit:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from components.ingestion.card import CardError
-    from components.ingestion.ingest import TooManyBadRows
-    from components.ingestion.readers import UnknownReader
-    from components.ingestion.validation import ContractError
+    from components.ingestion import CardError, ContractError, TooManyBadRows, UnknownReader
 
     errors: list[type[BaseException]] = [CardError, ContractError, TooManyBadRows, UnknownReader,
                                          FileNotFoundError, ValueError]  # fmt: skip
     try:
-        from components.ingestion.versioning import VersioningError
+        from components.ingestion import VersioningError
 
         errors.append(VersioningError)
     except ImportError:  # pragma: no cover

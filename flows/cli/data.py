@@ -14,7 +14,7 @@ from flows.cli.options import RootOption
 @app.command()
 def datasets() -> None:
     """List the dataset readers and their options."""
-    from components.ingestion.readers import READERS
+    from components.ingestion import READERS
 
     for spec in READERS.values():
         typer.echo(f"{spec.name:<24}{spec.summary}")
@@ -37,7 +37,7 @@ def ingest(
     summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
 ) -> None:
     """Ingest a dataset: read, validate (bad rows to quarantine/), publish data/<name>/, version."""
-    from components.ingestion.readers import parse_options
+    from components.ingestion import parse_options
 
     try:
         options = parse_pairs(opt)
@@ -87,7 +87,7 @@ def synthesize(
     root: RootOption = None,
 ) -> None:
     """Synthesise UserQA (instruction, answer) records for the dataset's training users."""
-    from components.userqa.synthesize import SynthesisConfig
+    from components.userqa import SynthesisConfig
     from flows.settings import Paths
 
     try:

@@ -43,7 +43,7 @@ def _fail(message: str) -> typer.Exit:
 @data_app.command()
 def push(remote: RemoteOption = None, root: RootOption = None) -> None:
     """Upload the data that data.dvc references to the remote."""
-    from components.ingestion.versioning import VersioningError, push
+    from components.ingestion import VersioningError, push
 
     try:
         typer.echo(str(push(_root(root), remote)))
@@ -66,7 +66,7 @@ def pull(
 ) -> None:
     """Fetch the data that data.dvc references and check it out into data/; when the remote lacks it
     (a fresh machine), rebuild the embedded datasets from their packages and check DVC's hash."""
-    from components.ingestion.versioning import VersioningError, pull, push
+    from components.ingestion import VersioningError, pull, push
     from flows.rebuild import EMBEDDED, rebuild_data
 
     paths = Paths.resolve(root)
@@ -91,7 +91,7 @@ def pull(
 @data_app.command()
 def status(root: RootOption = None) -> None:
     """Show the data pointer, workspace changes and what the default remote lacks."""
-    from components.ingestion.versioning import VersioningError, status
+    from components.ingestion import VersioningError, status
 
     try:
         typer.echo(str(status(_root(root))))
@@ -111,7 +111,7 @@ def remote(
     root: RootOption = None,
 ) -> None:
     """Set the default DVC remote. S3 needs `pip install dvc-s3`; put credentials in .dvc/config.local."""
-    from components.ingestion.versioning import VersioningError, ensure_dvc_repo, set_remote
+    from components.ingestion import VersioningError, ensure_dvc_repo, set_remote
 
     try:
         project = _root(root)

@@ -29,8 +29,7 @@ def evaluate(
 ) -> None:
     """Probe a model (universal, manual and tuned instructions) beside baselines, gate it, write the
     report. Exits 1 when the gate fails."""
-    from components.ingestion.card import DatasetCard
-    from components.ingestion.contract import CARD_FILENAME
+    from components.ingestion import CARD_FILENAME, DatasetCard
     from flows.evaluate import build_settings, champion_from_report
     from flows.settings import Paths
 
@@ -97,12 +96,17 @@ def embed(
     root: RootOption = None,
 ) -> None:
     """Embed a dataset's users, universally or under instructions (prefix reuse across instructions)."""
-    from components.ingestion.contract import read_tables
-    from components.modeling.assets import AssetError
-    from components.modeling.config import ModelConfig
-    from components.modeling.embed import UserEmbedder, write_embeddings
-    from components.modeling.factory import ModelFolderError, build_seeded_model, load_model
-    from components.modeling.tuned import tuned_for
+    from components.ingestion import read_tables
+    from components.modeling import (
+        AssetError,
+        ModelConfig,
+        ModelFolderError,
+        UserEmbedder,
+        build_seeded_model,
+        load_model,
+        tuned_for,
+        write_embeddings,
+    )
     from flows.settings import Paths
 
     paths = Paths.resolve(root)

@@ -13,7 +13,7 @@ from flows.cli.options import BatchOption, OutOption, RootOption, SplitOption, U
 
 def _registry(root: Path | None):
     """Project paths, registry settings and a client bound to the registry (no global MLflow state)."""
-    from components.registry.settings import RegistrySettings
+    from components.registry import RegistrySettings
     from flows.settings import Paths
 
     paths = Paths.resolve(root)
@@ -22,10 +22,8 @@ def _registry(root: Path | None):
 
 
 def _registry_errors() -> tuple[type[BaseException], ...]:
-    from components.modeling.assets import AssetError
-    from components.modeling.factory import ModelFolderError
-    from components.registry.records import RecordError
-    from components.registry.register import RegistryError
+    from components.modeling import AssetError, ModelFolderError
+    from components.registry import RecordError, RegistryError
 
     return (*user_errors(), RegistryError, RecordError, AssetError, ModelFolderError, KeyError)
 
@@ -47,7 +45,7 @@ def register(
 
     The verdict is read from the evaluation MLflow holds for these exact weights (their sha256),
     never from a file you pass."""
-    from components.registry.register import register as register_version
+    from components.registry import register as register_version
 
     paths, settings, client = _registry(root)
     name = name or settings.name_for(dataset)
@@ -76,7 +74,7 @@ def promote(
     root: RootOption = None,
 ) -> None:
     """Move alias `champion` to a gated version, recording reviewer, reason, time and the previous one."""
-    from components.registry.promote import promote as promote_version
+    from components.registry import promote as promote_version
 
     paths, settings, client = _registry(root)
     try:
@@ -96,7 +94,7 @@ def rollback(
     root: RootOption = None,
 ) -> None:
     """Restore the champion that the current champion replaced."""
-    from components.registry.promote import rollback as rollback_version
+    from components.registry import rollback as rollback_version
 
     paths, settings, client = _registry(root)
     try:
@@ -121,9 +119,8 @@ def embed_batch(
     root: RootOption = None,
 ) -> None:
     """Embed a dataset's users with a registry version (default: the champion) into parquet."""
-    from components.ingestion.card import DatasetCard
-    from components.ingestion.contract import CARD_FILENAME
-    from components.registry.batch import embed_batch as run_batch
+    from components.ingestion import CARD_FILENAME, DatasetCard
+    from components.registry import embed_batch as run_batch
 
     paths, _, client = _registry(root)
     try:
@@ -149,9 +146,7 @@ def serve(
     """Serve a registry version over REST (MLflow's scoring app, requests bounded and checked)."""
     import os
 
-    from components.registry.batch import ModelRef
-    from components.registry.register import RegistryError
-    from components.registry.serve import serve_command
+    from components.registry import ModelRef, RegistryError, serve_command
 
     paths, settings, _ = _registry(root)
     try:

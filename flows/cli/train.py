@@ -27,8 +27,7 @@ def train(
     root: RootOption = None,
 ) -> None:
     """Train an InstructUE model on UserQA (contrastive + next-token, LoRA); writes a model folder."""
-    from components.training.config import load_profile
-    from components.training.data import USERQA_FILE
+    from components.training import USERQA_FILE, load_profile
     from flows.settings import Paths
 
     try:
@@ -88,10 +87,8 @@ def merge(
 ) -> None:
     """Merge checkpoints of one run with TIES, then keep the best of merged / final / best checkpoint
     on the validation probe (RecFound 4.4)."""
-    from components.merging.config import MergeSettings
-    from components.merging.merge import merge_run
-    from components.merging.ties import Order
-    from components.training.checkpoint import complete_checkpoints
+    from components.merging import MergeSettings, Order, merge_run
+    from components.training import complete_checkpoints
 
     try:
         settings = MergeSettings(last=last, density=density, order=Order(order), min_gain=min_gain)
