@@ -20,7 +20,8 @@ from flows.settings import Paths
 
 @task(name="ingest-and-validate")
 def ingest_task(dataset: str, options: dict[str, Any], paths: Paths, max_bad_share: float) -> IngestSummary:
-    return ingest(read_dataset(dataset, **options), paths.data, paths.quarantine, max_bad_share=max_bad_share)
+    return ingest(read_dataset(dataset, **options), paths.data, paths.quarantine, max_bad_share=max_bad_share,
+                  docs_root=paths.data_docs)  # fmt: skip
 
 
 @task(name="version-data")

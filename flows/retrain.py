@@ -47,9 +47,8 @@ def ingest_step(cache_key: str, dataset: str, options: dict, root: Path, max_bad
     from components.ingestion import ingest, read_dataset
 
     paths = Paths.resolve(root)
-    summary = ingest(
-        read_dataset(dataset, **options), paths.data, paths.quarantine, max_bad_share=max_bad_share
-    )
+    summary = ingest(read_dataset(dataset, **options), paths.data, paths.quarantine,
+                     max_bad_share=max_bad_share, docs_root=paths.data_docs)  # fmt: skip
     return asdict(summary)
 
 
@@ -137,9 +136,9 @@ def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path
         save_tuned(model_dir, list(result.tuned.values()))
     # the report and plots join the training run in MLflow (or a run of their own): registration
     # reads the gate from there, found by the model's digest, never from a file a person passes
-    log_to_mlflow(
-        mlflow_client(root), run_id or evaluation_run(root, data_dir.name, model_dir), report, out_dir
-    )
+    docs = Paths.resolve(root).data_docs / data_dir.name  # the Data Docs of the version evaluated on
+    log_to_mlflow(mlflow_client(root), run_id or evaluation_run(root, data_dir.name, model_dir), report,
+                  out_dir, data_docs=docs if docs.is_dir() else None)  # fmt: skip
     return {"gate": report["gate"], "headline": report["headline"], "seconds": report.get("seconds"),
             "folder": str(out_dir), "table": table(result)}  # fmt: skip
 

@@ -56,6 +56,7 @@ class Paths(BaseModel):
     data_dir: str = "data"
     quarantine_dir: str = "quarantine"
     runs_dir: str = "runs"
+    data_docs_dir: str = "data-docs"
 
     @property
     def data(self) -> Path:
@@ -64,6 +65,11 @@ class Paths(BaseModel):
     @property
     def quarantine(self) -> Path:
         return self.root / self.quarantine_dir
+
+    @property
+    def data_docs(self) -> Path:
+        """Great Expectations Data Docs: `<data_docs>/<dataset>/.../index.html` per published dataset."""
+        return self.root / self.data_docs_dir
 
     @property
     def runs(self) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 EVAL_DIGEST_TAG = "eval.model_digest"  # the run that holds a model's evaluation, found by its weights
 
 
-def log_to_mlflow(client, run_id: str, report: dict, folder: Path) -> None:
+def log_to_mlflow(client, run_id: str, report: dict, folder: Path, data_docs: Path | None = None) -> None:
     """Log a written report into an MLflow run: headline metrics, per-task AUCs, the gate verdict as
     tags, and the report folder (markdown, JSON, plots) as artifacts under `evaluation/`.
 
@@ -23,6 +23,8 @@ def log_to_mlflow(client, run_id: str, report: dict, folder: Path) -> None:
         run_id: the run to log into.
         report: the JSON report (`report.report_dict`).
         folder: the folder `report.write_report` wrote.
+        data_docs: the Great Expectations Data Docs site of the data evaluated on, logged under
+            `data_docs/` so the run keeps the validation record of its data version.
     """
     from mlflow.entities import Metric, RunTag
 
@@ -43,3 +45,5 @@ def log_to_mlflow(client, run_id: str, report: dict, folder: Path) -> None:
     ]
     client.log_batch(run_id, metrics=metrics, tags=tags)
     client.log_artifacts(run_id, str(folder), artifact_path="evaluation")
+    if data_docs is not None:
+        client.log_artifacts(run_id, str(data_docs), artifact_path="data_docs")

@@ -12,15 +12,28 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+from components.ingestion.card import DatasetCard, FeatureType
+from components.ingestion.contract import Split, Table
+from components.ingestion.validation import ROW
 
-import great_expectations as gx  # noqa: E402
-import great_expectations.expectations as gxe  # noqa: E402
-from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
-from components.ingestion.card import DatasetCard, FeatureType  # noqa: E402
-from components.ingestion.contract import Split, Table  # noqa: E402
-from components.ingestion.validation import ROW  # noqa: E402
+def gx_modules():
+    """(great_expectations, great_expectations.expectations), imported with usage analytics off:
+    GX reads the switch when it is first imported, so it is set here, never at our import time."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx, gxe
+
+
+def quiet_context(gx, mode: str, **kwargs):
+    """A GX data context without progress bars (a bar per validated chunk would drown ours)."""
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode=mode, **kwargs)
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,7 @@ def _exp(cls, reason: str, **kwargs):
 
 def build_suites(card: DatasetCard, now: pd.Timestamp) -> dict[Table, list]:
     """The expectations per table for this card; `now` bounds timestamps from above."""
+    _, gxe = gx_modules()
     earliest = pd.Timestamp(card.earliest_ts, tz="UTC")
     ts_range = {"min_value": earliest, "max_value": now}
     ts_why = f"is outside [{earliest.date()}, now]: unparseable, too old or in the future"
@@ -129,8 +143,8 @@ class SuiteRunner:
     """Holds one ephemeral GX context with a validation definition per table."""
 
     def __init__(self, card: DatasetCard, now: pd.Timestamp):
-        self.context = gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        gx, _ = gx_modules()
+        self.context = quiet_context(gx, "ephemeral")
         source = self.context.data_sources.add_pandas(f"{card.name}-tables")
         self.definitions = {}
         for table, expectations in build_suites(card, now).items():

@@ -53,6 +53,7 @@ class IngestSummary:
     positive_rate: dict[str, dict[str, float]]  # task -> {"all": .., "probe": .., "train": ..}
     seconds: float
     provenance: dict[str, str] = field(default_factory=dict)
+    data_docs: str | None = None  # the Data Docs index of the published version (`data_docs.py`)
 
     @property
     def bad_share(self) -> float:
@@ -76,6 +77,8 @@ class IngestSummary:
         lines.append(f"{'task':<28}{'positive (all)':>15}{'probe':>9}{'train':>9}")
         for task, r in self.positive_rate.items():
             lines.append(f"{task:<28}{r['all']:>15.3f}{r['probe']:>9.3f}{r['train']:>9.3f}")
+        if self.data_docs:
+            lines.append(f"data docs (GX validation of the published tables): {self.data_docs}")
         return "\n".join(lines)
 
 
@@ -141,8 +144,10 @@ def ingest(
     run_id: str | None = None,
     max_bad_share: float = 0.05,
     progress: bool = True,
+    docs_root: Path | None = None,
 ) -> IngestSummary:
-    """Validate a reader's chunks and publish the clean tables as `data_root/<card.name>/`.
+    """Validate a reader's chunks and publish the clean tables as `data_root/<card.name>/`; with
+    `docs_root`, then build the published version's Data Docs in `docs_root/<card.name>/`.
 
     Raises:
         ContractError: the input as a whole breaks the contract (missing columns, no users, a card
@@ -154,7 +159,13 @@ def ingest(
         raise ValueError(f"max_bad_share must be in [0, 1], got {max_bad_share}")
     target = Path(data_root) / raw.card.name
     with dataset_lock(target):  # a second ingest of the dataset waits: it would remove our temp folder
-        return _ingest(raw, target, quarantine_root, run_id, max_bad_share, progress)
+        summary = _ingest(raw, target, quarantine_root, run_id, max_bad_share, progress)
+        if docs_root is not None:
+            from components.ingestion.data_docs import build_data_docs
+
+            index = build_data_docs(raw.card, target, Path(docs_root) / raw.card.name, summary.run_id)
+            summary.data_docs = str(index)
+        return summary
 
 
 def dataset_lock(target: Path, timeout_s: float = 3600.0):

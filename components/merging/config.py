@@ -3,6 +3,8 @@ is chosen. They live in a run profile under `merge:` and can be overridden (`--s
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.merging.ties import Order
@@ -15,6 +17,11 @@ class MergeSettings(BaseModel):
     last: int = Field(2, ge=2, description="merge the run's last K complete checkpoints")
     density: float = Field(0.2, gt=0, le=1, description="TIES: share of each task vector kept")
     order: Order = Order.TRIM_FIRST
+    rank: int | Literal["full"] | None = Field(
+        None,
+        description="rank of the merged factors: None keeps the tuner's r (truncated, error reported); "
+        "'full' stores the TIES result exactly (components/merging/merge.py says why it is not low-rank)",
+    )
     select: bool = Field(True, description="score merged / final / best checkpoint and keep the winner")
     min_gain: float = Field(
         0.0, ge=0, description="the merged model must beat the best single checkpoint by more than this"

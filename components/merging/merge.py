@@ -7,6 +7,14 @@ is TIES-merged as one dense matrix and the result is factorised back to the adap
 would not merge the deltas: (sum B_k)(sum A_k) mixes factors of different checkpoints, whose bases
 need not agree. The relative Frobenius error of the rank-r truncation is reported. Every other
 trainable tensor (adapters, token rows, routers, task table) is merged entry by entry.
+
+Why the merged rank is not simply the sum of the merged ranks: TIES trims and sign-masks entry by
+entry, and an entrywise mask of a low-rank matrix is in general full rank. Measured on a quick run's
+TMoLE experts (r 16, two checkpoints, README "Merging"): the TIES result has numerical rank 557-576 of
+576 at 1e-6; at rank 48 (the sum of the ranks) it keeps 22-30% relative error at density 0.2 (2-3%
+at density 1). So `rank` is a choice: the tuner's r (default, error reported), a larger r, or
+`"full"`, which stores each block at min(d_out, d_in) and equals the TIES result to float precision.
+A new rank r' keeps the layer's scale alpha / r by writing alpha' = alpha r' / r into `model.json`.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from components.merging.ties import Order, ties_merge
 
@@ -47,16 +56,26 @@ def factor_pairs(keys: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+FULL = "full"  # the merge rank that loses nothing: min(d_out, d_in) of the largest factor pair
+
+
 def _refactor(delta: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """B (d_out, r), A (r, d_in) with B A the best rank-r approximation of `delta`; relative error.
 
     A randomised SVD (Halko et al.; `torch.svd_lowrank`, 10 extra directions, 4 power iterations)
     finds the top r directions at a fraction of a full SVD's cost: thousands of expert deltas per
-    merge. On the tests' exactly low-rank deltas it is exact.
+    merge. On the tests' exactly low-rank deltas it is exact. At r >= min(d_out, d_in) the SVD is the
+    exact one and the factors are zero-padded to r columns: B A equals `delta` to float precision.
     """
     delta = delta.float()
-    q = min(r + 10, *delta.shape)
-    U, S, V = torch.svd_lowrank(delta, q=q, niter=4)
+    if r >= min(delta.shape):
+        U, S, Vh = torch.linalg.svd(delta, full_matrices=False)
+        V = Vh.T
+        pad = r - S.shape[0]
+        U, S, V = F.pad(U, (0, pad)), F.pad(S, (0, pad)), F.pad(V, (0, pad))
+    else:
+        q = min(r + 10, *delta.shape)
+        U, S, V = torch.svd_lowrank(delta, q=q, niter=4)
     root = S[:r].sqrt()
     B, A = U[:, :r] * root[None, :], root[:, None] * V[:, :r].T
     norm = float(delta.norm())
@@ -70,14 +89,23 @@ def merge_states(
     density: float = 0.2,
     order: Order = Order.TRIM_FIRST,
     expert_rank: dict[str, int] | None = None,
+    rank: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """TIES over trainable state dicts; factor pairs through their product (module docstring).
 
     `expert_rank` maps a TMoLE A key to its per-expert rank r (its rows are N stacked r-row blocks);
-    a LoRA pair is one block whose rank is A's row count.
+    a LoRA pair is one block whose rank is A's row count. `rank`: the merged blocks' rank (None: each
+    keeps its own r); the factors come back with N blocks of `rank` rows / columns.
     """
     with _one_thread():
-        return _merge_states(initial, checkpoints, density, order, expert_rank)
+        return _merge_states(initial, checkpoints, density, order, expert_rank, rank)
+
+
+def full_rank(initial: dict[str, torch.Tensor]) -> int:
+    """The rank at which every factor pair's merged delta is stored exactly: the largest
+    min(d_out, d_in) over the pairs (smaller blocks are zero-padded)."""
+    return max((min(initial[b].shape[0], initial[a].shape[1]) for a, b in factor_pairs(list(initial))),
+               default=0)  # fmt: skip
 
 
 @contextmanager
@@ -92,7 +120,7 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def _merge_states(initial, checkpoints, density, order, expert_rank):
+def _merge_states(initial, checkpoints, density, order, expert_rank, rank):
     out: dict[str, torch.Tensor] = {}
     errors: dict[str, float] = {}
     pairs = factor_pairs(list(initial))
@@ -100,15 +128,16 @@ def _merge_states(initial, checkpoints, density, order, expert_rank):
     for a_key, b_key in pairs:
         a0, b0 = initial[a_key], initial[b_key]
         r = (expert_rank or {}).get(a_key, a0.shape[0])
-        n = a0.shape[0] // r
-        new_a, new_b = torch.empty_like(a0), torch.empty_like(b0)
+        n, r_out = a0.shape[0] // r, rank or r
+        new_a = a0.new_empty(n * r_out, a0.shape[1])
+        new_b = b0.new_empty(b0.shape[0], n * r_out)
         for j in range(n):
-            rows, cols = slice(j * r, (j + 1) * r), slice(j * r, (j + 1) * r)
-            base = b0[:, cols].float() @ a0[rows].float()
-            tuned = [c[b_key][:, cols].float() @ c[a_key][rows].float() for c in checkpoints]
+            block, out_block = slice(j * r, (j + 1) * r), slice(j * r_out, (j + 1) * r_out)
+            base = b0[:, block].float() @ a0[block].float()
+            tuned = [c[b_key][:, block].float() @ c[a_key][block].float() for c in checkpoints]
             merged = ties_merge(base, tuned, density, order)
-            B, A, err = _refactor(merged, r)
-            new_a[rows], new_b[:, cols] = A.to(a0.dtype), B.to(b0.dtype)
+            B, A, err = _refactor(merged, r_out)
+            new_a[out_block], new_b[:, out_block] = A.to(a0.dtype), B.to(b0.dtype)
             errors[f"{a_key}[{j}]" if n > 1 else a_key] = err
         out[a_key], out[b_key] = new_a, new_b
     for k, v in initial.items():
@@ -125,8 +154,12 @@ def merge_run(
     out_dir: Path,
     density: float = 0.2,
     order: Order = Order.TRIM_FIRST,
+    rank: int | str | None = None,
 ) -> MergeReport:
-    """Merge `checkpoints` (model folders of one run) against `<run>/initial/` into `out_dir`."""
+    """Merge `checkpoints` (model folders of one run) against `<run>/initial/` into `out_dir`.
+
+    `rank`: None keeps the tuner's r; an int or `FULL` stores the merged factors at that rank and
+    writes r' and alpha' = alpha r' / r into the merged `model.json` (module docstring)."""
     import json
 
     from safetensors.torch import load_file, save_file
@@ -148,10 +181,16 @@ def merge_run(
     ranks = {}
     if meta.get("tmole"):
         ranks = {k: int(meta["tmole"]["r"]) for k in initial if k.endswith(".tmole_A")}
-    merged, errors = merge_states(initial, states, density, order, ranks)
+    new_rank = full_rank(initial) if rank == FULL else (int(rank) if rank is not None else None)
+    merged, errors = merge_states(initial, states, density, order, ranks, new_rank)
+    if new_rank is not None:
+        for tuner in ("tmole", "lora"):
+            if meta.get(tuner):
+                r = int(meta[tuner]["r"])
+                meta[tuner]["r"], meta[tuner]["alpha"] = new_rank, float(meta[tuner]["alpha"]) * new_rank / r
     tmp = temp_sibling(Path(out_dir))
     try:
-        shutil.copy(Path(checkpoints[-1]) / MODEL_FILE, tmp / MODEL_FILE)
+        (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         shutil.copytree(Path(checkpoints[-1]) / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
         save_file({k: v.contiguous() for k, v in merged.items()}, str(tmp / WEIGHTS_FILE),
                   metadata={"format": "instructue", "merged": "ties"})  # fmt: skip

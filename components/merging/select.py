@@ -111,7 +111,7 @@ def merge_and_select(
                 "(keep more with `keep_checkpoints`, or set merge.enabled=false)"
             )
         out = Path(out_dir) if out_dir else run_dir / MERGED_DIR
-        report = merge_run(run_dir, chosen, out, settings.density, settings.order)
+        report = merge_run(run_dir, chosen, out, settings.density, settings.order, settings.rank)
         folders[MERGED] = str(out)
     if not settings.select:  # no scoring: the merge when there is one, else the final model
         folders = {k: v for k, v in folders.items() if k in (FINAL, MERGED)}

@@ -10,6 +10,13 @@ Order: the TIES paper trims, then elects the sign from the trimmed vectors (`TRI
 RecFound code elects from the untrimmed vectors, then trims (`ELECT_FIRST`). Both are offered.
 Trimming is per tensor (the top share of each parameter tensor's entries), so a small tensor such as
 a router is not wiped out by a large one.
+
+peft's `merge_utils` does the disjoint mean (`disjoint_merge`, used here). Two of its steps are not
+used, each for one reason: its `magnitude_based_pruning` keeps int(density n) entries, which is none
+of a 4-entry router bias at density 0.2 (ours keeps round(density n), at least one), and its
+`calculate_majority_sign_mask` elects + where the summed mass is exactly 0 where the paper's sgn(0) = 0
+keeps nothing (so a checkpoint and its negation cancel). Elsewhere the two agree exactly
+(tests/merging/test_ties.py compares them).
 """
 
 from __future__ import annotations
@@ -46,11 +53,12 @@ def elect_sign(taus: torch.Tensor) -> torch.Tensor:
 
 
 def disjoint_mean(taus: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    """Mean over k of the entries that agree with `sign` (zeros and disagreeing entries excluded)."""
+    """Mean over k of the entries that agree with `sign` (zeros and disagreeing entries excluded);
+    peft's `disjoint_merge` over our agreement mask."""
+    from peft.utils.merge_utils import disjoint_merge
+
     agree = (torch.sign(taus) == sign.unsqueeze(0)) & (taus != 0)
-    total = (taus * agree).sum(dim=0)
-    count = agree.sum(dim=0)
-    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+    return disjoint_merge(taus, agree)
 
 
 def ties_merge(

@@ -8,8 +8,9 @@
 slash) or the full `.../v1/chat/completions`; requests go to `<base>/v1/chat/completions`.
 
 Each request's prompt is the local writer's (`prompts.build_messages`). Up to `max_in_flight` HTTP
-requests run at once (stdlib `urllib`, one thread each). Timeouts, connection errors, 429 and 5xx
-are retried with exponential backoff; other 4xx are not: 401, 403 and 404 mean the key, the URL or
+requests run at once (one thread each, sharing one `httpx` client and its kept-alive connections).
+Timeouts, connection errors, 429 and 5xx are retried by `tenacity` with exponential backoff (a
+server's Retry-After obeyed up to a minute); other 4xx are not: 401, 403 and 404 mean the key, the URL or
 the model is wrong and stop the whole write with `EndpointError`; 400, 413, 422... fail that request
 only. Each answer is verified like the local writer's; a malformed reply (not JSON, no choices,
 empty content) or a rejected answer is generated again once, sampled. A request that still fails
@@ -23,18 +24,18 @@ reprs, reasons or exception messages (a server echoing it back is redacted).
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
+
+import httpx
+import tenacity
 
 from components.userqa.prompts import build_messages
 from components.userqa.records import Answer, AnswerRequest
@@ -60,6 +61,18 @@ class _Unreachable(_RequestFailed):
 
 class _Malformed(_RequestFailed):
     """A reply without an answer in it: worth generating again."""
+
+
+class _Transient(Exception):
+    """A timeout, a connection error, 429 or 5xx: worth sending again after a wait."""
+
+    def __init__(self, message: str, retry_after: float = 0.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Aborted(Exception):
+    """Another request of the same write found the endpoint unusable: stop waiting."""
 
 
 def chat_completions_url(url: str) -> str:
@@ -146,10 +159,12 @@ class EndpointWriter:
         if not requests:
             return []
         start = time.perf_counter()
-        run = _Run(key=os.environ.get(self.api_key_env) or None)
-        pool = ThreadPoolExecutor(
-            max_workers=min(self.max_in_flight, len(requests)), thread_name_prefix="endpoint"
+        in_flight = min(self.max_in_flight, len(requests))
+        client = httpx.Client(
+            timeout=self.timeout_s, limits=httpx.Limits(max_connections=in_flight), follow_redirects=False
         )
+        run = _Run(os.environ.get(self.api_key_env) or None, client)
+        pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="endpoint")
         try:
             futures = [pool.submit(self._answer, r, vocabulary, run) for r in requests]
             answers = [f.result() for f in futures]
@@ -158,6 +173,7 @@ class EndpointWriter:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            client.close()
             with self._lock:
                 self.seconds += time.perf_counter() - start
         n_passed = sum(a.passed for a in answers)
@@ -202,46 +218,67 @@ class EndpointWriter:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if run.key:
             headers["Authorization"] = f"Bearer {run.key}"
-        last, retry_after = "", 0.0
-        for try_ in range(self.max_retries + 1):
-            if try_:
-                with self._lock:
-                    self.retries += 1
-                delay = max(retry_after, self.backoff_s * 2 ** (try_ - 1) * random.uniform(0.5, 1.5))
-                log.warning("%s: %s; retry %d/%d in %.2f s", self.url, last, try_, self.max_retries, delay)
-                if run.abort.wait(delay):
-                    break
-            if run.abort.is_set():
-                break
-            with self._lock:
-                self.http_calls += 1
-            try:
-                req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    raw = resp.read()
-            except urllib.error.HTTPError as e:
-                detail = run.redact(_snippet(_read(e)))
-                if e.code == 429 or e.code >= 500:
-                    last = f"HTTP {e.code} ({detail})"
-                    retry_after = _retry_after(e.headers.get("Retry-After"))
-                    continue
-                self._refuse(e.code, detail, run)  # raises EndpointError for 401, 403, 404
-                raise _RequestFailed(f"HTTP {e.code} from the endpoint, not retried: {detail}") from None
-            except (OSError, http.client.HTTPException) as e:  # timeouts, refused/reset connections
-                last = run.redact(_describe(e))
-                continue
-            run.replied()
-            return self._content(raw, run)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception_type(_Transient),
+            before_sleep=self._before_retry,
+            sleep=run.sleep,
+            reraise=True,
+        )
+        try:
+            raw = retrying(self._post, body, headers, run)
+        except _Aborted:
+            raise _RequestFailed("stopped: another request found the endpoint unusable") from None
+        except _Transient as e:
+            failures = run.unreachable()
+            if failures >= self.max_consecutive_unreachable:
+                raise EndpointError(
+                    f"{self.url} stopped answering: {failures} requests in a row got no reply after "
+                    f"{self.max_retries + 1} tries each (last: {e}). Check that the server is up and "
+                    f"reachable, or raise timeout_s (now {self.timeout_s:g} s) if it is overloaded."
+                ) from None
+            raise _Unreachable(
+                f"no reply from the endpoint after {self.max_retries + 1} tries: {e}"
+            ) from None
+        run.replied()
+        return self._content(raw, run)
+
+    def _post(self, body: bytes, headers: dict[str, str], run: _Run) -> bytes:
+        """One HTTP exchange: the reply's body, or _Transient / _RequestFailed / EndpointError."""
         if run.abort.is_set():
-            raise _RequestFailed("stopped: another request found the endpoint unusable")
-        failures = run.unreachable()
-        if failures >= self.max_consecutive_unreachable:
-            raise EndpointError(
-                f"{self.url} stopped answering: {failures} requests in a row got no reply after "
-                f"{self.max_retries + 1} tries each (last: {last}). Check that the server is up and "
-                f"reachable, or raise timeout_s (now {self.timeout_s:g} s) if it is overloaded."
+            raise _Aborted
+        with self._lock:
+            self.http_calls += 1
+        try:
+            resp = run.client.post(self.url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            raise _Transient("timed out") from None
+        except httpx.TransportError as e:  # refused / reset connections, protocol errors
+            raise _Transient(run.redact(_describe(e))) from None
+        if resp.status_code < 400:
+            return resp.content
+        detail = run.redact(_snippet(resp.content))
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Transient(
+                f"HTTP {resp.status_code} ({detail})", _retry_after(resp.headers.get("Retry-After"))
             )
-        raise _Unreachable(f"no reply from the endpoint after {self.max_retries + 1} tries: {last}")
+        self._refuse(resp.status_code, detail, run)  # raises EndpointError for 401, 403, 404
+        raise _RequestFailed(f"HTTP {resp.status_code} from the endpoint, not retried: {detail}")
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Exponential backoff with jitter, or the server's Retry-After when that is longer."""
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = error.retry_after if isinstance(error, _Transient) else 0.0
+        return max(retry_after, self.backoff_s * 2 ** (state.attempt_number - 1) * random.uniform(0.5, 1.5))
+
+    def _before_retry(self, state: tenacity.RetryCallState) -> None:
+        with self._lock:
+            self.retries += 1
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s: %s; retry %d/%d in %.2f s", self.url, error, state.attempt_number, self.max_retries,
+                    delay)  # fmt: skip
 
     def _refuse(self, code: int, detail: str, run: _Run) -> None:
         fixes = {
@@ -274,11 +311,17 @@ class EndpointWriter:
 
 
 class _Run:
-    """State shared by one `write` call's threads: the key, the abort flag, the outage counter."""
+    """State shared by one `write` call's threads: the key, the HTTP client, the abort flag, the
+    outage counter."""
 
-    def __init__(self, key: str | None):
-        self.key, self.abort = key, threading.Event()
+    def __init__(self, key: str | None, client: httpx.Client):
+        self.key, self.client, self.abort = key, client, threading.Event()
         self._lock, self._unreachable = threading.Lock(), 0
+
+    def sleep(self, seconds: float) -> None:
+        """tenacity's wait between tries, cut short when another request aborts the write."""
+        if self.abort.wait(seconds):
+            raise _Aborted
 
     def redact(self, text: str) -> str:
         return text.replace(self.key, "***") if self.key else text
@@ -293,13 +336,6 @@ class _Run:
             return self._unreachable
 
 
-def _read(e: urllib.error.HTTPError) -> bytes:
-    try:
-        return e.read()
-    except (OSError, http.client.HTTPException):
-        return b""
-
-
 def _snippet(raw: bytes, limit: int = 200) -> str:
     text = raw.decode("utf-8", errors="replace").strip().replace("\n", " ")
     if not text:
@@ -308,11 +344,7 @@ def _snippet(raw: bytes, limit: int = 200) -> str:
 
 
 def _describe(e: BaseException) -> str:
-    reason = getattr(e, "reason", None)  # URLError wraps the socket error
-    inner = reason if isinstance(reason, BaseException) else e
-    if isinstance(inner, TimeoutError):
-        return "timed out"
-    return f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def _retry_after(value: str | None) -> float:

@@ -78,6 +78,10 @@ def merge(
     order: Annotated[
         str, typer.Option(help="trim_first (TIES paper) or elect_first (RecFound code)")
     ] = "trim_first",
+    rank: Annotated[
+        str | None,
+        typer.Option(help="merged factors' rank: an integer, or 'full' (lossless); default: the tuner's r"),
+    ] = None,
     select: Annotated[
         bool, typer.Option(help="score merged / final / best checkpoint on validation; keep the winner")
     ] = True,
@@ -91,14 +95,17 @@ def merge(
     from components.training import complete_checkpoints
 
     try:
-        settings = MergeSettings(last=last, density=density, order=Order(order), min_gain=min_gain)
+        merge_rank = None if rank is None else rank if rank == "full" else int(rank)
+        settings = MergeSettings(
+            last=last, density=density, order=Order(order), rank=merge_rank, min_gain=min_gain
+        )
         chosen = list(checkpoint) or complete_checkpoints(run)[-last:]
         if len(chosen) < 2:
             raise ValueError(f"{run}: merging needs at least 2 checkpoints, found {len(chosen)}")
         if not select:
-            report = merge_run(run, chosen, out or run / "merged", density, Order(order))
+            report = merge_run(run, chosen, out or run / "merged", density, Order(order), merge_rank)
             typer.echo(f"merged {len(report.checkpoints)} checkpoints (density {density}, {order}) into "
-                       f"{out or run / 'merged'}; worst rank-r truncation error "
+                       f"{out or run / 'merged'}; worst truncation error "
                        f"{report.max_truncation_error:.1%}")  # fmt: skip
             return
         from flows.merge import merge_and_select_flow

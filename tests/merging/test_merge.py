@@ -61,6 +61,63 @@ def test_tmole_experts_merge_block_by_block():
     assert len(errors) == n
 
 
+def test_a_full_rank_merge_stores_the_ties_result_exactly():
+    from components.merging.ties import ties_merge
+
+    torch.manual_seed(4)
+    r, n = 2, 3
+    init = {"p.tmole_A": torch.randn(n * r, 5), "p.tmole_B": torch.zeros(4, n * r)}
+    tuned = [{"p.tmole_A": torch.randn(n * r, 5), "p.tmole_B": torch.randn(4, n * r)} for _ in range(3)]
+    truncated, errors = merge_states(init, tuned, density=0.5, expert_rank={"p.tmole_A": r})
+    full, full_errors = merge_states(init, tuned, density=0.5, expert_rank={"p.tmole_A": r}, rank=6)
+    assert full["p.tmole_A"].shape == (n * 6, 5) and full["p.tmole_B"].shape == (4, n * 6)
+    assert min(errors.values()) > 0.05  # trimming and sign masks make the TIES result full rank
+    assert max(full_errors.values()) < 1e-5
+    for j in range(n):
+        block, wide = slice(j * r, (j + 1) * r), slice(j * 6, (j + 1) * 6)
+        want = ties_merge(
+            init["p.tmole_B"][:, block] @ init["p.tmole_A"][block],
+            [c["p.tmole_B"][:, block] @ c["p.tmole_A"][block] for c in tuned],
+            density=0.5,
+        )
+        got = full["p.tmole_B"][:, wide] @ full["p.tmole_A"][wide]
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.integration
+def test_a_full_rank_merge_of_a_tiny_run_loads_with_the_same_layer_scale(qa_data, model_cache, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from components.merging.merge import FULL, full_rank
+    from components.merging.ties import ties_merge
+    from components.modeling.factory import load_model
+    from components.training.checkpoint import complete_checkpoints
+    from components.training.config import load_profile
+    from components.training.trainer import train
+
+    config = load_profile("tiny", ["steps=4", "checkpoint_every=2", "keep_checkpoints=2", "tuner=tmole"])
+    train(config, qa_data, tmp_path / "run", cache_dir=model_cache, progress=False)
+    found = complete_checkpoints(tmp_path / "run")
+    report = merge_run(tmp_path / "run", found, tmp_path / "merged", density=0.5, rank=FULL)
+    assert report.max_truncation_error < 1e-5
+    initial = load_file(str(tmp_path / "run" / "initial" / "trainable.safetensors"))
+    states = [load_file(str(c / "trainable.safetensors")) for c in found]
+    merged = load_file(str(tmp_path / "merged" / "trainable.safetensors"))
+    before = json.loads((found[-1] / "model.json").read_text())["tmole"]
+    after = json.loads((tmp_path / "merged" / "model.json").read_text())["tmole"]
+    r, r_full = before["r"], full_rank(initial)
+    assert after["r"] == r_full and after["alpha"] / r_full == pytest.approx(before["alpha"] / r)
+    a_key = next(k for k in initial if k.endswith(".tmole_A"))
+    b_key = a_key[: -len("A")] + "B"
+    want = ties_merge(
+        initial[b_key][:, :r] @ initial[a_key][:r], [s[b_key][:, :r] @ s[a_key][:r] for s in states], 0.5
+    )
+    assert torch.allclose(merged[b_key][:, :r_full] @ merged[a_key][:r_full], want, atol=1e-5)
+    assert load_model(tmp_path / "merged", model_cache).tmole.settings.r == r_full
+
+
 @pytest.mark.integration
 def test_a_tiny_run_merges_into_a_loadable_model(qa_data, model_cache, tmp_path):
     from components.modeling.factory import load_model

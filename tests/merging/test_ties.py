@@ -67,3 +67,27 @@ def test_state_dicts_merge_key_by_key_and_refuse_mismatches():
     assert merged["a"].tolist() == [2.0, 2.0] and merged["b"].tolist() == [7.0, 7.0]
     with pytest.raises(ValueError, match="keys"):
         ties_merge_state(base, [{"a": torch.zeros(2)}])
+
+
+@pytest.mark.parametrize("order", list(Order))
+def test_the_merge_equals_peft_ties_where_their_rules_agree(order):
+    from peft.utils.merge_utils import ties
+
+    torch.manual_seed(3)
+    base = torch.randn(8, 10)
+    tuned = [base + torch.randn(8, 10) for _ in range(3)]
+    # density * n is an integer (peft floors it, we round) and no entry's summed mass is exactly 0
+    taus = torch.stack([t - base for t in tuned])
+    want = ties(taus, torch.ones(3), density=0.3, majority_sign_method="total")
+    if order is Order.TRIM_FIRST:
+        assert torch.allclose(ties_merge(base, tuned, density=0.3, order=order) - base, want, atol=1e-6)
+    else:  # electing before trimming is RecFound's order, not peft's: it differs somewhere
+        assert not torch.allclose(ties_merge(base, tuned, density=0.3, order=order) - base, want, atol=1e-6)
+
+
+def test_a_small_tensor_keeps_one_entry_where_peft_would_keep_none():
+    from peft.utils.merge_utils import magnitude_based_pruning
+
+    bias = t([0.5, -2.0, 0.1, 0.3])
+    assert int((magnitude_based_pruning(bias, 0.2) != 0).sum()) == 0
+    assert trim(bias, 0.2).tolist() == [0.0, -2.0, 0.0, 0.0]
