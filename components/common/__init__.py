@@ -1,4 +1,4 @@
-"""Helpers every stage uses and none owns: atomic writes and inter-process locks.
+"""Helpers every stage uses and none owns: atomic writes, inter-process locks, shard plans.
 
 from components.common import file_lock, replace_dir, temp_sibling, write_bytes_atomic, write_text
 """
@@ -12,14 +12,36 @@ from components.common.atomic import (
 )
 from components.common.dotted import set_dotted
 from components.common.locks import file_lock, temp_lock_path
+from components.common.shards import (
+    Shard,
+    ShardPlan,
+    ShardResult,
+    ShardStore,
+    file_digest,
+    inputs_key,
+    parquet_bytes,
+    shard_summary,
+    worker_cached,
+    worker_name,
+)
 
 __all__ = [
+    "Shard",
+    "ShardPlan",
+    "ShardResult",
+    "ShardStore",
+    "file_digest",
     "file_lock",
+    "inputs_key",
+    "parquet_bytes",
     "remove_stale_temps",
     "replace_dir",
     "set_dotted",
+    "shard_summary",
     "temp_lock_path",
     "temp_sibling",
+    "worker_cached",
+    "worker_name",
     "write_bytes_atomic",
     "write_text",
 ]

@@ -2,7 +2,7 @@
 
 from components.modeling.assets import AssetError, default_cache_dir, resolve_backbone, resolve_encoder
 from components.modeling.config import RECIPE_SWITCHES, InputMode, Inputs, ModelConfig, Pooling
-from components.modeling.embed import UserEmbedder, write_embeddings
+from components.modeling.embed import UserEmbedder, embeddings_table, write_embeddings
 from components.modeling.encoders import CachedEncoder, encoder_identity, read_st_layout
 from components.modeling.factory import (
     MODEL_FILE,
@@ -62,6 +62,7 @@ __all__ = [
     "build_profiles",
     "build_seeded_model",
     "default_cache_dir",
+    "embeddings_table",
     "encoder_identity",
     "load_backbone",
     "load_encoder",

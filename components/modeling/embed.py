@@ -85,13 +85,9 @@ def instruction_label(instruction: Instruction) -> str | None:
     return instruction.label if isinstance(instruction, TunedInstruction) else instruction
 
 
-def write_embeddings(
-    path: Path, user_ids: Sequence[int], by_instruction: dict[Instruction, np.ndarray]
-) -> Path:
-    """One row per (user, instruction): `user_id`, `instruction` (null: universal; `tuned:<task>` for
-    a tuned instruction), `embedding`."""
-    from components.common import write_bytes_atomic
-
+def embeddings_table(user_ids: Sequence[int], by_instruction: dict[Instruction, np.ndarray]) -> pa.Table:
+    """One row per (user, instruction), instruction by instruction: `user_id`, `instruction` (null:
+    universal; `tuned:<task>` for a tuned instruction), `embedding`."""
     frames = []
     for instruction, matrix in by_instruction.items():
         dim = matrix.shape[1]
@@ -106,10 +102,16 @@ def write_embeddings(
                 }
             )
         )
-    table = pa.concat_tables(frames)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return write_bytes_atomic(Path(path), sink.getvalue().to_pybytes())
+    return pa.concat_tables(frames)
+
+
+def write_embeddings(
+    path: Path, user_ids: Sequence[int], by_instruction: dict[Instruction, np.ndarray]
+) -> Path:
+    """`embeddings_table` written atomically as zstd parquet."""
+    from components.common import parquet_bytes, write_bytes_atomic
+
+    return write_bytes_atomic(Path(path), parquet_bytes(embeddings_table(user_ids, by_instruction)))
 
 
 def read_embeddings(path: Path) -> pd.DataFrame:

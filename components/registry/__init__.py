@@ -13,7 +13,17 @@
 Nothing here sets global MLflow state: every function takes an explicit `MlflowClient`.
 """
 
-from components.registry.batch import ModelRef, embed_batch
+from components.registry.batch import (
+    DEFAULT_SHARD_USERS,
+    EmbedJob,
+    ModelRef,
+    RegistrySource,
+    embed_batch,
+    embed_shard,
+    finish_embedding,
+    plan_embedding,
+    resolve,
+)
 from components.registry.champion import champion_for
 from components.registry.promote import promote, rollback
 from components.registry.records import RecordError
@@ -22,14 +32,21 @@ from components.registry.serve import serve_command
 from components.registry.settings import RegistrySettings
 
 __all__ = [
+    "DEFAULT_SHARD_USERS",
+    "EmbedJob",
     "ModelRef",
     "RecordError",
     "RegistryError",
     "RegistrySettings",
+    "RegistrySource",
     "champion_for",
     "embed_batch",
+    "embed_shard",
+    "finish_embedding",
+    "plan_embedding",
     "promote",
     "register",
+    "resolve",
     "rollback",
     "serve_command",
 ]

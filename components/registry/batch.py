@@ -4,6 +4,15 @@
     embed_batch(client, "instructue-movielens-100k@champion", root / "data" / "movielens-100k",
                 instructions=[None, "Will this user ..."], out=Path("emb.parquet"))
 
+Sharded (what the `embed-batch` flow maps over a Prefect task runner, one process or a Dask cluster):
+
+    job = EmbedJob(source=RegistrySource.pin(client, ref, tracking_uri, registry_uri), ...)
+    plan, store = plan_embedding(job, out)       # users cut into parts under emb.parquet.parts/<key>/
+    results = [embed_shard(job, shard, store.folder) for shard in plan.shards]   # anywhere, any order
+    finish_embedding(job, plan, store, out)      # parts -> emb.parquet, the same file as one process
+
+A shard worker loads the model and the dataset once per process (`worker_cached`), not per shard.
+
 The version's artifacts are downloaded through the client's own store (no global tracking URI) and
 loaded as the pyfunc; batch embedding then runs the pyfunc's model over the dataset's tables with
 prefix reuse across instructions, exactly like `instructue embed` does for a model folder.
@@ -11,12 +20,31 @@ prefix reuse across instructions, exactly like `instructue embed` does for a mod
 
 from __future__ import annotations
 
+import atexit
+import json
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from components.common import (
+    Shard,
+    ShardPlan,
+    ShardResult,
+    ShardStore,
+    file_digest,
+    inputs_key,
+    parquet_bytes,
+    worker_cached,
+    worker_name,
+    write_bytes_atomic,
+    write_text,
+)
 from components.registry.register import CHAMPION, RegistryError
 from components.registry.served import ServedEmbedder
 
@@ -103,25 +131,163 @@ def embed_batch(
     out: Path,
     split: str = "all",
     batch_size: int | None = None,
-) -> tuple[int, object]:
-    """Embed every user of the dataset (or one split) under each instruction into `out`.
+    uris: tuple[str, str] | None = None,
+    shard_users: int | None = None,
+) -> tuple[int, RegistrySource]:
+    """Embed every user of the dataset (or one split) under each instruction into `out`, shard after
+    shard in this process (the `embed-batch` flow runs the same shards on a task runner).
 
-    Returns the number of rows written and the `ModelVersion` used.
+    `uris`: the store's (tracking, registry) URIs (default: the client's). Returns the number of rows
+    written and the pinned version.
     """
-    from components.ingestion import read_tables
-    from components.modeling import UserEmbedder, write_embeddings
+    tracking, registry = uris or (client.tracking_uri, client.tracking_uri)
+    job = EmbedJob(
+        RegistrySource.pin(client, ref, tracking, registry), str(dataset_dir), tuple(instructions),
+        split, batch_size, shard_users or DEFAULT_SHARD_USERS,
+    )  # fmt: skip
+    plan, store, finished = plan_embedding(job, Path(out))
+    if finished:
+        return json.loads(manifest_path(Path(out)).read_text())["rows"], job.source
+    for shard in tqdm(plan.shards, unit="shard", desc="embed-batch"):
+        embed_shard(job, shard, store.folder)
+    return finish_embedding(job, plan, store, Path(out)), job.source
 
-    card, tables = read_tables(dataset_dir)
+
+# -- sharded batch embedding ------------------------------------------------------------------------
+
+PARTS_SUFFIX = ".parts"
+MANIFEST_SUFFIX = ".manifest.json"
+DEFAULT_SHARD_USERS = 1024
+
+
+@dataclass(frozen=True)
+class RegistrySource:
+    """A registry version pinned by number, so every shard embeds with the same weights even when the
+    alias moves mid-run; each worker downloads it through the store's URIs (no global MLflow state)."""
+
+    tracking_uri: str
+    registry_uri: str
+    name: str
+    version: str
+    run_id: str
+
+    @classmethod
+    def pin(cls, client, ref: str | ModelRef, tracking_uri: str, registry_uri: str) -> RegistrySource:
+        mv = resolve(client, ref)
+        return cls(tracking_uri, registry_uri, mv.name, str(mv.version), mv.run_id or "")
+
+    @property
+    def identity(self) -> dict:
+        return {"registry": self.name, "version": self.version, "run_id": self.run_id}
+
+    def load(self) -> ServedEmbedder:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        # the folder must outlive the call: a loaded model may read its bundled files lazily
+        folder = Path(tempfile.mkdtemp(prefix="instructue-model-"))
+        atexit.register(shutil.rmtree, folder, True)
+        served, _ = load_served(client, ModelRef(self.name, version=self.version), folder)
+        return served
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """Everything a shard task needs, small and picklable (it travels to every Dask worker)."""
+
+    source: RegistrySource
+    dataset_dir: str
+    instructions: tuple[str | None, ...]
+    split: str = "all"
+    batch_size: int | None = None
+    shard_users: int = DEFAULT_SHARD_USERS
+
+
+def _dataset(dataset_dir: str, split: str):
+    from components.ingestion import read_tables
+
+    card, tables = read_tables(Path(dataset_dir))
     if split != "all":
         if split not in ("train", "probe"):
             raise ValueError(f"split must be all, train or probe, not {split!r}")
         tables.users = tables.users[tables.users["split"] == split]
-    with tempfile.TemporaryDirectory(prefix="instructue-model-") as tmp:
-        served, mv = load_served(client, ref, Path(tmp))
-        check_compatible(served, card)
-        ids = tables.users["user_id"].astype(int).tolist()
-        vectors = UserEmbedder(served.model, card, tables).embed_many(
-            ids, list(instructions), batch_size=batch_size, progress=True
-        )
-    write_embeddings(out, ids, vectors)
-    return len(ids) * len(vectors), mv
+    return card, tables
+
+
+def _dataset_digest(dataset_dir: str) -> dict[str, str]:
+    from components.ingestion import Table
+
+    folder = Path(dataset_dir)
+    return {t.value: file_digest(folder / t.filename) for t in Table if (folder / t.filename).exists()}
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + PARTS_SUFFIX)
+
+
+def manifest_path(out: Path) -> Path:
+    return out.with_name(out.name + MANIFEST_SUFFIX)
+
+
+def plan_embedding(job: EmbedJob, out: Path) -> tuple[ShardPlan, ShardStore, bool]:
+    """The shard plan for `job`, its part store opened under `<out>.parts/`, and whether `out` is
+    already the finished output of exactly these inputs (then there is nothing to do)."""
+    card, tables = _dataset(job.dataset_dir, job.split)
+    served, _ = worker_cached(("model", job.source), job.source.load)
+    check_compatible(served, card)
+    inputs = {
+        "model": job.source.identity,
+        "dataset": _dataset_digest(job.dataset_dir),
+        "instructions": list(job.instructions),
+        "split": job.split,
+        "batch_size": job.batch_size,
+        "shard_users": job.shard_users,
+    }
+    plan = ShardPlan.of(tables.users["user_id"].astype(int), job.shard_users, inputs_key("embed-1", inputs))
+    manifest = manifest_path(out)
+    if out.exists() and manifest.exists() and json.loads(manifest.read_text())["key"] == plan.key:
+        return plan, ShardStore(parts_dir(out), plan), True
+    return plan, ShardStore(parts_dir(out), plan).open(inputs), False
+
+
+def embed_shard(job: EmbedJob, shard: Shard, folder: str | Path) -> ShardResult:
+    """Embed one shard's users under every instruction into its part (skipped if already written)."""
+    from components.modeling import UserEmbedder, embeddings_table
+
+    part = Path(folder) / shard.name
+    if part.exists():
+        return ShardResult(shard.index, len(shard.user_ids), 0, 0.0, 0.0, worker_name(), reused=True)
+    served, t_model = worker_cached(("model", job.source), job.source.load)
+    embedder, t_data = worker_cached(
+        ("embedder", job.source, job.dataset_dir, job.split, Path(folder).name),  # name: the inputs' key
+        lambda: UserEmbedder(served.model, *_dataset(job.dataset_dir, job.split)),
+    )
+    start = time.perf_counter()
+    vectors = embedder.embed_many(list(shard.user_ids), list(job.instructions), batch_size=job.batch_size)
+    table = embeddings_table(shard.user_ids, vectors)
+    write_bytes_atomic(part, parquet_bytes(table))
+    return ShardResult(
+        shard.index, len(shard.user_ids), table.num_rows, time.perf_counter() - start,
+        t_model + t_data, worker_name(),
+    )  # fmt: skip
+
+
+def finish_embedding(job: EmbedJob, plan: ShardPlan, store: ShardStore, out: Path) -> int:
+    """Parts -> `out`, rows in the one-process order (instruction by instruction, users in dataset
+    order); the manifest beside it records the inputs' key; the parts go. Returns the rows written."""
+    import numpy as np
+    import pyarrow as pa
+
+    missing = store.missing()
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard(s) of {len(plan)} have no part, e.g. {missing[0].name}")
+    table = pa.concat_tables([store.read(i) for i in range(len(plan))])
+    rank = {label: k for k, label in enumerate(job.instructions)}
+    order = np.argsort([rank[x] for x in table.column("instruction").to_pylist()], kind="stable")
+    write_bytes_atomic(out, parquet_bytes(table.take(pa.array(order))))
+    write_text(
+        manifest_path(out),
+        json.dumps({"key": plan.key, "shards": len(plan), "rows": table.num_rows}, indent=2) + "\n",
+    )
+    store.remove()
+    return table.num_rows

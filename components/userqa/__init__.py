@@ -2,7 +2,16 @@
 
 from components.userqa.llm_writer import LocalLLMWriter
 from components.userqa.records import Answer, AnswerRequest, Facts, Window
-from components.userqa.synthesize import SynthesisConfig, SynthesisSummary, build_requests, synthesize
+from components.userqa.synthesize import (
+    SynthesisConfig,
+    SynthesisPlan,
+    SynthesisSummary,
+    build_requests,
+    finish_synthesis,
+    plan_synthesis,
+    synthesize,
+    synthesize_shard,
+)
 from components.userqa.view import train_view
 from components.userqa.writers import TemplateWriter, make_writer
 
@@ -12,11 +21,15 @@ __all__ = [
     "Facts",
     "LocalLLMWriter",
     "SynthesisConfig",
+    "SynthesisPlan",
     "SynthesisSummary",
     "TemplateWriter",
     "Window",
     "build_requests",
+    "finish_synthesis",
     "make_writer",
+    "plan_synthesis",
     "synthesize",
+    "synthesize_shard",
     "train_view",
 ]

@@ -28,7 +28,18 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from components.common import write_bytes_atomic, write_text
+from components.common import (
+    Shard,
+    ShardPlan,
+    ShardResult,
+    ShardStore,
+    inputs_key,
+    parquet_bytes,
+    worker_cached,
+    worker_name,
+    write_bytes_atomic,
+    write_text,
+)
 from components.ingestion import Table, read_tables
 from components.userqa.families import FAMILIES, GENERAL, Family, applicable
 from components.userqa.records import Answer, AnswerRequest, AnswerWriter, Window
@@ -163,18 +174,39 @@ def task_registry(view: EventView, families: list[Family]) -> dict:
     }  # fmt: skip
 
 
-def synthesize(
-    folder: Path, writer: AnswerWriter, config: SynthesisConfig | None = None, progress: bool = True
-) -> SynthesisSummary:
-    """Synthesise UserQA for the dataset in `folder` (an ingested contract folder)."""
+@dataclass(frozen=True)
+class SynthesisPlan:
+    """What every shard of one synthesis shares; picklable, so Dask workers get it as it is."""
+
+    folder: str
+    key: str  # the output's key: inputs, writer and settings (not the chunk size)
+    config: SynthesisConfig
+    shards: ShardPlan
+
+    @property
+    def parts(self) -> Path:
+        return Path(self.folder) / PARTS_DIR / self.shards.key
+
+
+def _view(folder: str, key: str):
+    card, tables = read_tables(Path(folder))
+    view = train_view(tables, card.sequence_sources)
+    return card, view, applicable(view)
+
+
+def plan_synthesis(
+    folder: Path, writer: AnswerWriter, config: SynthesisConfig | None = None
+) -> tuple[SynthesisPlan, SynthesisSummary | None]:
+    """The shard plan (users in chunks of `chunk_users`, parts under `.userqa-parts/<key>/`), and the
+    summary of the finished synthesis when `userqa.parquet` already holds exactly these inputs."""
     config = config or SynthesisConfig()
     folder = Path(folder)
     start = time.perf_counter()
-    card, tables = read_tables(folder)
-    view = train_view(tables, card.sequence_sources)
-    families = applicable(view)
-    users = view.user_ids[: config.max_users]
     key = _key(folder, writer, config)
+    (card, view, _), _ = worker_cached(("userqa-view", str(folder), key), lambda: _view(str(folder), key))
+    users = view.user_ids[: config.max_users]
+    shards = ShardPlan.of(users, config.chunk_users, inputs_key(key, config.chunk_users))
+    plan = SynthesisPlan(str(folder), key, config, shards)
     manifest = folder / MANIFEST_FILE
     if (
         (folder / USERQA_FILE).exists()
@@ -182,49 +214,78 @@ def synthesize(
         and json.loads(manifest.read_text())["key"] == key
     ):
         df = pd.read_parquet(folder / USERQA_FILE)
-        return _summary(card.name, folder, writer, users, df, time.perf_counter() - start, 0, skipped=True)
+        return plan, _summary(card.name, folder, writer, users, df, time.perf_counter() - start, 0, True)
+    # parts of other keys (other inputs or chunk sizes) are stale: the store clears them
+    ShardStore(folder / PARTS_DIR, shards).open({"writer": writer.name, "config": config.model_dump()})
+    return plan, None
 
-    parts = folder / PARTS_DIR / key
-    parts.mkdir(parents=True, exist_ok=True)
-    by_name = {f.name: f for f in families}
-    chunks = [users[i : i + config.chunk_users] for i in range(0, len(users), config.chunk_users)]
-    resumed = 0
-    bar = tqdm(total=len(users), unit="user", desc=f"userqa {card.name}", disable=not progress)
-    for i, chunk in enumerate(chunks):
-        part = parts / f"part-{i:05d}.parquet"
-        if part.exists():
-            resumed += 1
-        else:
-            requests = [r for u in chunk for r in user_requests(u, view, families, config)]
-            answers = writer.write(requests, view.vocabulary)
-            frame = pd.DataFrame(_records(requests, answers, by_name, config))
-            write_bytes_atomic(part, _parquet_bytes(frame))
-        bar.update(len(chunk))
-    bar.close()
 
-    df = pd.concat(
-        [pd.read_parquet(parts / f"part-{i:05d}.parquet") for i in range(len(chunks))], ignore_index=True
+def synthesize_shard(plan: SynthesisPlan, shard: Shard, writer: AnswerWriter) -> ShardResult:
+    """Answer one chunk of users into its part (skipped when a killed run already wrote it)."""
+    part = plan.parts / shard.name
+    if part.exists():
+        return ShardResult(shard.index, len(shard.user_ids), 0, 0.0, 0.0, worker_name(), reused=True)
+    (_, view, families), t_load = worker_cached(
+        ("userqa-view", plan.folder, plan.key), lambda: _view(plan.folder, plan.key)
     )
+    start = time.perf_counter()
+    requests = [r for u in shard.user_ids for r in user_requests(u, view, families, plan.config)]
+    answers = writer.write(requests, view.vocabulary)
+    frame = pd.DataFrame(_records(requests, answers, {f.name: f for f in families}, plan.config))
+    write_bytes_atomic(part, parquet_bytes(frame))
+    return ShardResult(
+        shard.index, len(shard.user_ids), len(frame), time.perf_counter() - start, t_load, worker_name()
+    )
+
+
+def finish_synthesis(
+    plan: SynthesisPlan, writer: AnswerWriter, results: list[ShardResult], seconds: float
+) -> SynthesisSummary:
+    """Parts -> validated `userqa.parquet`, the task registry and the manifest; the parts go."""
+    folder = Path(plan.folder)
+    (card, view, families), _ = worker_cached(
+        ("userqa-view", plan.folder, plan.key), lambda: _view(plan.folder, plan.key)
+    )
+    store = ShardStore(folder / PARTS_DIR, plan.shards)
+    missing = store.missing()
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} chunk(s) of {len(plan.shards)} have no part, e.g. {missing[0].name}"
+        )
+    df = pd.concat([store.read(i).to_pandas() for i in range(len(plan.shards))], ignore_index=True)
     from components.userqa.validate import validate_userqa
 
+    users = plan.shards.user_ids
     validate_userqa(df, set(users), {f.name: f for f in families})
-    write_bytes_atomic(folder / USERQA_FILE, _parquet_bytes(df))
+    write_bytes_atomic(folder / USERQA_FILE, parquet_bytes(df))
     write_text(folder / TASKS_FILE, json.dumps(task_registry(view, families), indent=2) + "\n")
     write_text(
-        manifest,
-        json.dumps({"key": key, "writer": writer.name, "config": config.model_dump()}, indent=2) + "\n",
+        folder / MANIFEST_FILE,
+        json.dumps({"key": plan.key, "writer": writer.name, "config": plan.config.model_dump()}, indent=2)
+        + "\n",
     )
     shutil.rmtree(folder / PARTS_DIR, ignore_errors=True)
-    return _summary(card.name, folder, writer, users, df, time.perf_counter() - start, resumed)
+    resumed = sum(r.reused for r in results)
+    return _summary(card.name, folder, writer, users, df, seconds, resumed)
 
 
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
+def synthesize(
+    folder: Path, writer: AnswerWriter, config: SynthesisConfig | None = None, progress: bool = True
+) -> SynthesisSummary:
+    """Synthesise UserQA for the dataset in `folder` (an ingested contract folder), chunk after chunk
+    in this process (the `synthesize` flow runs the same chunks on a task runner)."""
+    start = time.perf_counter()
+    plan, finished = plan_synthesis(folder, writer, config)
+    if finished is not None:
+        return finished
+    results = []
+    bar = tqdm(total=len(plan.shards.user_ids), unit="user", desc=f"userqa {Path(folder).name}",
+               disable=not progress)  # fmt: skip
+    for shard in plan.shards.shards:
+        results.append(synthesize_shard(plan, shard, writer))
+        bar.update(len(shard.user_ids))
+    bar.close()
+    return finish_synthesis(plan, writer, results, time.perf_counter() - start)
 
 
 def _summary(name, folder, writer, users, df, seconds, resumed, skipped=False) -> SynthesisSummary:

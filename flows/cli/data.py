@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors
-from flows.cli.options import RootOption
+from flows.cli.options import DaskAddressOption, RootOption, WorkersOption
 
 
 @app.command()
@@ -84,13 +84,19 @@ def synthesize(
         list[str], typer.Option("--set", help="synthesis setting key=value, e.g. paraphrases_per_user=4")
     ] = [],  # noqa: B006
     version: Annotated[bool, typer.Option(help="version data/ with DVC afterwards")] = True,
+    workers: WorkersOption = None,
+    dask_address: DaskAddressOption = None,
     root: RootOption = None,
 ) -> None:
-    """Synthesise UserQA (instruction, answer) records for the dataset's training users."""
+    """Synthesise UserQA (instruction, answer) records for the dataset's training users.
+
+    Users go in chunks (--set chunk_users=N); a re-run reuses the chunks already written."""
     from components.userqa import SynthesisConfig
     from flows.settings import Paths
+    from flows.sharding import ShardRunner
 
     try:
+        runner = ShardRunner.from_options(workers, dask_address)
         writer_options, settings = parse_pairs(opt), parse_pairs(cfg)
         SynthesisConfig.model_validate(settings)
         folder = Paths.resolve(root).data / dataset
@@ -106,9 +112,10 @@ def synthesize(
     from flows.synthesize import synthesize_flow
 
     tidy_cli_logs(user_errors())
+    typer.echo(f"synthesize on {runner.description}", err=True)
     summary, data_version = run_flow(
-        synthesize_flow, dataset=dataset, writer=writer, writer_options=writer_options, config=settings,
-        root=str(root) if root else None, version=version,
+        runner.apply(synthesize_flow), dataset=dataset, writer=writer, writer_options=writer_options,
+        config=settings, root=str(root) if root else None, version=version,
     )  # fmt: skip
     typer.echo("")
     typer.echo(summary.to_text())

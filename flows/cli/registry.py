@@ -7,8 +7,16 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import app, fail, user_errors
-from flows.cli.options import BatchOption, OutOption, RootOption, SplitOption, UniversalOption
+from flows.cli.common import app, fail, run_flow, user_errors
+from flows.cli.options import (
+    BatchOption,
+    DaskAddressOption,
+    OutOption,
+    RootOption,
+    SplitOption,
+    UniversalOption,
+    WorkersOption,
+)
 
 
 def _registry(root: Path | None):
@@ -116,22 +124,42 @@ def embed_batch(
     split: SplitOption = "all",
     out: OutOption = Path("embeddings.parquet"),
     batch_size: BatchOption = None,
+    shard_users: Annotated[int, typer.Option(help="users per shard (the unit of resume and of work)")] = 1024,
+    workers: WorkersOption = None,
+    dask_address: DaskAddressOption = None,
     root: RootOption = None,
 ) -> None:
-    """Embed a dataset's users with a registry version (default: the champion) into parquet."""
-    from components.ingestion import CARD_FILENAME, DatasetCard
-    from components.registry import embed_batch as run_batch
+    """Embed a dataset's users with a registry version (default: the champion) into parquet.
 
-    paths, _, client = _registry(root)
+    Users go in shards; a re-run with the same inputs skips the shards already written."""
+    from components.ingestion import CARD_FILENAME, DatasetCard
+    from components.registry import resolve
+    from flows.embed_batch import embed_batch_flow
+    from flows.settings import Paths
+    from flows.sharding import ShardRunner
+
+    paths = Paths.resolve(root)
     try:
+        runner = ShardRunner.from_options(workers, dask_address)
         card = DatasetCard.load(paths.data / dataset / CARD_FILENAME)
         instructions: list[str | None] = [*instruction, *(card.task(t).instruction for t in task)]
         if universal or not instructions:
             instructions.insert(0, None)
-        rows, mv = run_batch(client, model, paths.data / dataset, instructions, out, split, batch_size)
-    except _registry_errors() as e:
+        if split not in ("all", "train", "probe"):
+            raise ValueError(f"split must be all, train or probe, not {split!r}")
+        _, _, client = _registry(root)
+        resolve(client, model)  # fail fast: an unknown model or alias before any flow starts
+    except (*_registry_errors(), ValueError) as e:
         raise fail(str(e)) from None
-    typer.echo(f"wrote {rows:,} embeddings from {mv.name} version {mv.version} to {out}")
+    typer.echo(f"embed-batch on {runner.description}", err=True)
+    result = run_flow(
+        runner.apply(embed_batch_flow), model=model, dataset=dataset, instructions=instructions,
+        out=str(out.resolve()), split=split, batch_size=batch_size, shard_users=shard_users,
+        root=str(paths.root),
+    )  # fmt: skip
+    typer.echo(result.to_text())
+    typer.echo(f"wrote {result.rows:,} embeddings from {result.source.name} version "
+               f"{result.source.version} to {out}")  # fmt: skip
 
 
 @app.command()
