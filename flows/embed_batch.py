@@ -39,6 +39,8 @@ class EmbedBatchResult:
     source: RegistrySource
     summary: dict[str, float]
     skipped: bool = False  # `out` already held exactly this job's output
+    shards: tuple[ShardResult, ...] = ()
+    map_started_at: float = 0.0  # epoch seconds: when the first shard was handed to the runner
 
     def to_text(self) -> str:
         s = self.summary
@@ -78,7 +80,7 @@ def embed_batch_flow(
     plan, store, finished = plan_embedding(job, Path(out))
     if finished:
         return EmbedBatchResult(len(plan.user_ids) * len(job.instructions), source, {}, skipped=True)
-    planned = time.perf_counter()
+    planned, map_started_at = time.perf_counter(), time.time()
     results = map_shards(embed_shard_task, plan.shards, "embed-batch", job=job, folder=str(store.folder))
     mapped = time.perf_counter()
     rows = finish_embedding(job, plan, store, Path(out))
@@ -94,4 +96,4 @@ def embed_batch_flow(
          "instructions": len(instructions), "shard_users": shard_users, "key": plan.key},
         results, summary,
     )  # fmt: skip
-    return EmbedBatchResult(rows, source, summary)
+    return EmbedBatchResult(rows, source, summary, shards=tuple(results), map_started_at=map_started_at)

@@ -50,32 +50,26 @@ def find_root(start: Path | None = None) -> Path:
 
 
 class Paths(BaseModel):
+    """The project's folders, absolute, under one root:
+
+    - `data`: published datasets (`data/<dataset>/`), versioned with DVC;
+    - `quarantine`: rows that failed validation, with their reasons;
+    - `runs`: training runs (`runs/<dataset>-<profile>/`, checkpoints and the final model);
+    - `data_docs`: Great Expectations Data Docs (`data-docs/<dataset>/index.html`), git-ignored.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     root: Path
-    data_dir: str = "data"
-    quarantine_dir: str = "quarantine"
-    runs_dir: str = "runs"
-    data_docs_dir: str = "data-docs"
-
-    @property
-    def data(self) -> Path:
-        return self.root / self.data_dir
-
-    @property
-    def quarantine(self) -> Path:
-        return self.root / self.quarantine_dir
-
-    @property
-    def data_docs(self) -> Path:
-        """Great Expectations Data Docs: `<data_docs>/<dataset>/.../index.html` per published dataset."""
-        return self.root / self.data_docs_dir
-
-    @property
-    def runs(self) -> Path:
-        """Training runs: `<runs>/<dataset>-<profile>/` with checkpoints and the final model."""
-        return self.root / self.runs_dir
+    data: Path
+    quarantine: Path
+    runs: Path
+    data_docs: Path
 
     @classmethod
     def resolve(cls, root: Path | None = None) -> Paths:
-        return cls(root=(root or find_root()).resolve())
+        root = (root or find_root()).resolve()
+        return cls(
+            root=root, data=root / "data", quarantine=root / "quarantine", runs=root / "runs",
+            data_docs=root / "data-docs",
+        )  # fmt: skip

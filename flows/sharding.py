@@ -7,7 +7,8 @@ Inside the flow, `map_shards` maps a shard task over the plan on the flow's task
 progress bar over shards as they finish. In-process means one worker thread: shards run one after
 the other in this process, as fast as the plain loop (the model is loaded once either way). On Dask,
 each worker process loads the model once (`components.common.worker_cached`) and keeps it for every
-shard it runs; a worker gets one thread, since torch already uses the cores a worker is given.
+shard it runs. A local worker runs one shard at a time with the machine's cores split between the
+workers (torch's threads); on a cluster, give each machine one worker and its cores.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from tqdm.auto import tqdm
 from components.common import Shard, ShardResult
 
 DASK_ADDRESS_ENV = "INSTRUCTUE_DASK_ADDRESS"
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class ShardRunner(BaseModel):
-    """`workers`: start a local Dask cluster of that many processes; `address`: use a running
+    """`workers`: start a local Dask cluster of that many processes (cores split between them);
+    `address`: use a running
     scheduler (tcp://host:8786). Neither: one process, no Dask."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,19 +64,55 @@ class ShardRunner(BaseModel):
             return ThreadPoolTaskRunner(max_workers=1)
         from prefect_dask import DaskTaskRunner
 
+        _quiet_dask()
         if self.address:
             return DaskTaskRunner(address=self.address)
+        # Dask starts workers with one BLAS/OpenMP thread; torch should use the cores a worker is given
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
         return DaskTaskRunner(
+            cluster_class=_local_cluster,
             cluster_kwargs={
+                "omp_threads": threads,
                 "n_workers": self.workers,
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,  # no web UI to bind on a shared host
-            }
+            },
         )
 
     def apply(self, flow_fn):
         return flow_fn.with_options(task_runner=self.task_runner())
+
+
+def _local_cluster(omp_threads: int, **kwargs):
+    """A `LocalCluster` whose workers get `omp_threads` OpenMP/BLAS threads each. Dask's nanny prefers
+    the parent's environment over its config and writes its values into the parent's environment,
+    so the variables are set around the start (the workers spawn in it) and restored after."""
+    import dask
+    from distributed import LocalCluster
+
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: str(omp_threads) for k in _THREAD_VARS})
+    try:
+        # Dask's aggressive malloc trimming (MALLOC_TRIM_THRESHOLD_=64 KiB) hands torch's freed
+        # activations back to the OS after every batch: shards ran 1.7x slower with it (scale_out.py)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            return LocalCluster(**kwargs)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _quiet_dask() -> None:
+    """Dask logs every worker's start and stop at INFO; a user wants the progress bar and errors.
+    The environment variable reaches the worker processes, which read their config from it."""
+    import logging
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def map_shards(task, shards: Sequence[Shard], desc: str, **common: Any) -> list[ShardResult]:

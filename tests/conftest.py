@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +149,20 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=grace_s)
+
+
+def kill_when_parts(proc: subprocess.Popen, parts: Path, at_least: int, timeout_s: float = 240) -> int:
+    """SIGKILL `proc` (its whole session when it was started with `start_new_session=True`) once
+    `at_least` shard parts (`*/part-*.parquet`) exist under `parts`; returns how many there were."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and len(list(parts.glob("*/part-*.parquet"))) < at_least:
+        time.sleep(0.02)
+    if os.getpgid(proc.pid) == proc.pid:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return len(list(parts.glob("*/part-*.parquet")))
 
 
 # What one bad user row takes with it in the tiny tables: its events, labels and cut-off (they would

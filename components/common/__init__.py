@@ -12,6 +12,7 @@ from components.common.atomic import (
 )
 from components.common.dotted import set_dotted
 from components.common.locks import file_lock, temp_lock_path
+from components.common.quiet import quiet_logger
 from components.common.shards import (
     Shard,
     ShardPlan,
@@ -34,6 +35,7 @@ __all__ = [
     "file_lock",
     "inputs_key",
     "parquet_bytes",
+    "quiet_logger",
     "remove_stale_temps",
     "replace_dir",
     "set_dotted",

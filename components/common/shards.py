@@ -186,6 +186,13 @@ class ShardResult:
     load_seconds: float  # model/data loading this shard paid (0 when the worker had them)
     worker: str  # host:pid that ran it
     reused: bool = False  # complete from an earlier run; nothing computed
+    started_at: float = 0.0  # epoch seconds: with `ended_at`, the gaps between a worker's shards
+    ended_at: float = 0.0
+
+    @classmethod
+    def reused_part(cls, shard: Shard) -> ShardResult:
+        """A shard whose part an earlier run wrote: nothing computed."""
+        return cls(shard.index, len(shard.user_ids), 0, 0.0, 0.0, worker_name(), reused=True)
 
 
 def shard_summary(results: Sequence[ShardResult], wall_seconds: float) -> dict[str, float]:

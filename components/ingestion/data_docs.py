@@ -12,12 +12,10 @@ reviewer's record of the published result, with every expectation's observed val
 
 from __future__ import annotations
 
-import logging
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
-from components.common import replace_dir, temp_sibling
+from components.common import quiet_logger, replace_dir, temp_sibling
 from components.ingestion.card import DatasetCard
 
 SITE = Path("gx/uncommitted/data_docs/local_site")  # where GX's file context writes its default site
@@ -61,7 +59,7 @@ def build_data_docs(card: DatasetCard, published: Path, out: Path, run_name: str
                 result_format={"result_format": "SUMMARY"},
             )
         )
-        with _quiet_gx_logs():
+        with quiet_logger("great_expectations"):  # GX logs a line per rendered page at INFO
             result = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_name))
         replace_dir(tmp / SITE, out)  # the rest of `tmp` (the GX project) goes in `finally`
     finally:
@@ -75,15 +73,3 @@ def build_data_docs(card: DatasetCard, published: Path, out: Path, run_name: str
         ]
         raise RuntimeError(f"the published tables of {card.name} fail {failed}: see {out / INDEX}")
     return out / INDEX
-
-
-@contextmanager
-def _quiet_gx_logs():
-    """GX logs a line per rendered page at INFO; a user wants the index path, printed by the caller."""
-    logger = logging.getLogger("great_expectations")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from components.common import file_lock, temp_lock_path
+from components.common import file_lock, quiet_logger, temp_lock_path
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _dvc(root: Path, action: str) -> Iterator[Any]:
     override = os.environ.get(REMOTE_ENV, "").strip()
     config = {"core": {"remote": ENV_REMOTE}, "remote": {ENV_REMOTE: {"url": override}}} if override else None
     try:
-        with _quiet_dvc_logs(), Repo(str(root), config=config) as repo:
+        with quiet_logger("dvc"), Repo(str(root), config=config) as repo:
             repo.scm_context.quiet = True  # no "to track the changes with git, run ..." hints
             yield repo
     except NotDvcRepoError:
@@ -174,18 +174,6 @@ def _dvc(root: Path, action: str) -> Iterator[Any]:
         ) from None
     except DvcException as e:  # e.g. an s3:// remote without dvc[s3] names the pip install to run
         raise VersioningError(f"dvc {action} failed in {root}: {' '.join(str(e).split())}") from None
-
-
-@contextmanager
-def _quiet_dvc_logs() -> Iterator[None]:
-    """Importing dvc attaches stdout handlers at INFO to the `dvc` logger; keep its chatter out."""
-    dvc_log = logging.getLogger("dvc")
-    level = dvc_log.level
-    dvc_log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        dvc_log.setLevel(level)
 
 
 def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -252,7 +240,7 @@ def ensure_dvc_repo(root: Path, no_scm: bool = False) -> bool:
             from dvc.repo import Repo
 
             try:
-                with _quiet_dvc_logs():
+                with quiet_logger("dvc"):
                     Repo.init(str(root), no_scm=no_scm, subdir=top is not None and top != root).close()
             except DvcException as e:
                 raise VersioningError(f"dvc init failed in {root}: {e}") from None

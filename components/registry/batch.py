@@ -32,19 +32,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from components.common import (
-    Shard,
-    ShardPlan,
-    ShardResult,
-    ShardStore,
-    file_digest,
-    inputs_key,
-    parquet_bytes,
-    worker_cached,
-    worker_name,
-    write_bytes_atomic,
-    write_text,
-)
+from components.common import shards, write_bytes_atomic, write_text
 from components.registry.register import CHAMPION, RegistryError
 from components.registry.served import ServedEmbedder
 
@@ -218,7 +206,7 @@ def _dataset_digest(dataset_dir: str) -> dict[str, str]:
     from components.ingestion import Table
 
     folder = Path(dataset_dir)
-    return {t.value: file_digest(folder / t.filename) for t in Table if (folder / t.filename).exists()}
+    return {t.value: shards.file_digest(folder / t.filename) for t in Table if (folder / t.filename).exists()}
 
 
 def parts_dir(out: Path) -> Path:
@@ -229,11 +217,11 @@ def manifest_path(out: Path) -> Path:
     return out.with_name(out.name + MANIFEST_SUFFIX)
 
 
-def plan_embedding(job: EmbedJob, out: Path) -> tuple[ShardPlan, ShardStore, bool]:
+def plan_embedding(job: EmbedJob, out: Path) -> tuple[shards.ShardPlan, shards.ShardStore, bool]:
     """The shard plan for `job`, its part store opened under `<out>.parts/`, and whether `out` is
     already the finished output of exactly these inputs (then there is nothing to do)."""
     card, tables = _dataset(job.dataset_dir, job.split)
-    served, _ = worker_cached(("model", job.source), job.source.load)
+    served, _ = shards.worker_cached(("model", job.source), job.source.load)
     check_compatible(served, card)
     inputs = {
         "model": job.source.identity,
@@ -243,36 +231,41 @@ def plan_embedding(job: EmbedJob, out: Path) -> tuple[ShardPlan, ShardStore, boo
         "batch_size": job.batch_size,
         "shard_users": job.shard_users,
     }
-    plan = ShardPlan.of(tables.users["user_id"].astype(int), job.shard_users, inputs_key("embed-1", inputs))
+    plan = shards.ShardPlan.of(
+        tables.users["user_id"].astype(int), job.shard_users, shards.inputs_key("embed-1", inputs)
+    )
     manifest = manifest_path(out)
     if out.exists() and manifest.exists() and json.loads(manifest.read_text())["key"] == plan.key:
-        return plan, ShardStore(parts_dir(out), plan), True
-    return plan, ShardStore(parts_dir(out), plan).open(inputs), False
+        return plan, shards.ShardStore(parts_dir(out), plan), True
+    return plan, shards.ShardStore(parts_dir(out), plan).open(inputs), False
 
 
-def embed_shard(job: EmbedJob, shard: Shard, folder: str | Path) -> ShardResult:
+def embed_shard(job: EmbedJob, shard: shards.Shard, folder: str | Path) -> shards.ShardResult:
     """Embed one shard's users under every instruction into its part (skipped if already written)."""
     from components.modeling import UserEmbedder, embeddings_table
 
     part = Path(folder) / shard.name
     if part.exists():
-        return ShardResult(shard.index, len(shard.user_ids), 0, 0.0, 0.0, worker_name(), reused=True)
-    served, t_model = worker_cached(("model", job.source), job.source.load)
-    embedder, t_data = worker_cached(
+        return shards.ShardResult(
+            shard.index, len(shard.user_ids), 0, 0.0, 0.0, shards.worker_name(), reused=True
+        )
+    started_at = time.time()
+    served, t_model = shards.worker_cached(("model", job.source), job.source.load)
+    embedder, t_data = shards.worker_cached(
         ("embedder", job.source, job.dataset_dir, job.split, Path(folder).name),  # name: the inputs' key
         lambda: UserEmbedder(served.model, *_dataset(job.dataset_dir, job.split)),
     )
     start = time.perf_counter()
     vectors = embedder.embed_many(list(shard.user_ids), list(job.instructions), batch_size=job.batch_size)
     table = embeddings_table(shard.user_ids, vectors)
-    write_bytes_atomic(part, parquet_bytes(table))
-    return ShardResult(
+    write_bytes_atomic(part, shards.parquet_bytes(table))
+    return shards.ShardResult(
         shard.index, len(shard.user_ids), table.num_rows, time.perf_counter() - start,
-        t_model + t_data, worker_name(),
+        t_model + t_data, shards.worker_name(), started_at=started_at, ended_at=time.time(),
     )  # fmt: skip
 
 
-def finish_embedding(job: EmbedJob, plan: ShardPlan, store: ShardStore, out: Path) -> int:
+def finish_embedding(job: EmbedJob, plan: shards.ShardPlan, store: shards.ShardStore, out: Path) -> int:
     """Parts -> `out`, rows in the one-process order (instruction by instruction, users in dataset
     order); the manifest beside it records the inputs' key; the parts go. Returns the rows written."""
     import numpy as np
@@ -284,7 +277,7 @@ def finish_embedding(job: EmbedJob, plan: ShardPlan, store: ShardStore, out: Pat
     table = pa.concat_tables([store.read(i) for i in range(len(plan))])
     rank = {label: k for k, label in enumerate(job.instructions)}
     order = np.argsort([rank[x] for x in table.column("instruction").to_pylist()], kind="stable")
-    write_bytes_atomic(out, parquet_bytes(table.take(pa.array(order))))
+    write_bytes_atomic(out, shards.parquet_bytes(table.take(pa.array(order))))
     write_text(
         manifest_path(out),
         json.dumps({"key": plan.key, "shards": len(plan), "rows": table.num_rows}, indent=2) + "\n",

@@ -28,18 +28,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from components.common import (
-    Shard,
-    ShardPlan,
-    ShardResult,
-    ShardStore,
-    inputs_key,
-    parquet_bytes,
-    worker_cached,
-    worker_name,
-    write_bytes_atomic,
-    write_text,
-)
+from components.common import shards as sharding
+from components.common import write_bytes_atomic, write_text
 from components.ingestion import Table, read_tables
 from components.userqa.families import FAMILIES, GENERAL, Family, applicable
 from components.userqa.records import Answer, AnswerRequest, AnswerWriter, Window
@@ -181,7 +171,7 @@ class SynthesisPlan:
     folder: str
     key: str  # the output's key: inputs, writer and settings (not the chunk size)
     config: SynthesisConfig
-    shards: ShardPlan
+    shards: sharding.ShardPlan
 
     @property
     def parts(self) -> Path:
@@ -203,9 +193,11 @@ def plan_synthesis(
     folder = Path(folder)
     start = time.perf_counter()
     key = _key(folder, writer, config)
-    (card, view, _), _ = worker_cached(("userqa-view", str(folder), key), lambda: _view(str(folder), key))
+    (card, view, _), _ = sharding.worker_cached(
+        ("userqa-view", str(folder), key), lambda: _view(str(folder), key)
+    )
     users = view.user_ids[: config.max_users]
-    shards = ShardPlan.of(users, config.chunk_users, inputs_key(key, config.chunk_users))
+    shards = sharding.ShardPlan.of(users, config.chunk_users, sharding.inputs_key(key, config.chunk_users))
     plan = SynthesisPlan(str(folder), key, config, shards)
     manifest = folder / MANIFEST_FILE
     if (
@@ -216,37 +208,45 @@ def plan_synthesis(
         df = pd.read_parquet(folder / USERQA_FILE)
         return plan, _summary(card.name, folder, writer, users, df, time.perf_counter() - start, 0, True)
     # parts of other keys (other inputs or chunk sizes) are stale: the store clears them
-    ShardStore(folder / PARTS_DIR, shards).open({"writer": writer.name, "config": config.model_dump()})
+    sharding.ShardStore(folder / PARTS_DIR, shards).open(
+        {"writer": writer.name, "config": config.model_dump()}
+    )
     return plan, None
 
 
-def synthesize_shard(plan: SynthesisPlan, shard: Shard, writer: AnswerWriter) -> ShardResult:
+def synthesize_shard(
+    plan: SynthesisPlan, shard: sharding.Shard, writer: AnswerWriter
+) -> sharding.ShardResult:
     """Answer one chunk of users into its part (skipped when a killed run already wrote it)."""
     part = plan.parts / shard.name
     if part.exists():
-        return ShardResult(shard.index, len(shard.user_ids), 0, 0.0, 0.0, worker_name(), reused=True)
-    (_, view, families), t_load = worker_cached(
+        return sharding.ShardResult(
+            shard.index, len(shard.user_ids), 0, 0.0, 0.0, sharding.worker_name(), reused=True
+        )
+    started_at = time.time()
+    (_, view, families), t_load = sharding.worker_cached(
         ("userqa-view", plan.folder, plan.key), lambda: _view(plan.folder, plan.key)
     )
     start = time.perf_counter()
     requests = [r for u in shard.user_ids for r in user_requests(u, view, families, plan.config)]
     answers = writer.write(requests, view.vocabulary)
     frame = pd.DataFrame(_records(requests, answers, {f.name: f for f in families}, plan.config))
-    write_bytes_atomic(part, parquet_bytes(frame))
-    return ShardResult(
-        shard.index, len(shard.user_ids), len(frame), time.perf_counter() - start, t_load, worker_name()
-    )
+    write_bytes_atomic(part, sharding.parquet_bytes(frame))
+    return sharding.ShardResult(
+        shard.index, len(shard.user_ids), len(frame), time.perf_counter() - start, t_load,
+        sharding.worker_name(), started_at=started_at, ended_at=time.time(),
+    )  # fmt: skip
 
 
 def finish_synthesis(
-    plan: SynthesisPlan, writer: AnswerWriter, results: list[ShardResult], seconds: float
+    plan: SynthesisPlan, writer: AnswerWriter, results: list[sharding.ShardResult], seconds: float
 ) -> SynthesisSummary:
     """Parts -> validated `userqa.parquet`, the task registry and the manifest; the parts go."""
     folder = Path(plan.folder)
-    (card, view, families), _ = worker_cached(
+    (card, view, families), _ = sharding.worker_cached(
         ("userqa-view", plan.folder, plan.key), lambda: _view(plan.folder, plan.key)
     )
-    store = ShardStore(folder / PARTS_DIR, plan.shards)
+    store = sharding.ShardStore(folder / PARTS_DIR, plan.shards)
     missing = store.missing()
     if missing:
         raise RuntimeError(
@@ -257,7 +257,7 @@ def finish_synthesis(
 
     users = plan.shards.user_ids
     validate_userqa(df, set(users), {f.name: f for f in families})
-    write_bytes_atomic(folder / USERQA_FILE, parquet_bytes(df))
+    write_bytes_atomic(folder / USERQA_FILE, sharding.parquet_bytes(df))
     write_text(folder / TASKS_FILE, json.dumps(task_registry(view, families), indent=2) + "\n")
     write_text(
         folder / MANIFEST_FILE,

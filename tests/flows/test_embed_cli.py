@@ -17,17 +17,21 @@ from tests.conftest import as_raw, make_tables
 pytestmark = pytest.mark.integration
 
 
+def _ingested_model(card, backbone, encoder, root, **config):
+    """data/tiny ingested under `root` and a tiny model built for it (seed 0): net, folder, tables."""
+    tables = make_tables(card)
+    ingest(as_raw(card, tables), root / "data", root / "q", progress=False)
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=str(backbone), encoder=str(encoder), **config)
+    net = build_model(card, tables.users, config, cache_dir=root / "cache").eval()
+    return net, save_model(net, root / "m"), tables
+
+
 def test_embed_writes_one_row_per_user_and_instruction(
     tiny_card, tiny_backbone, tiny_encoder, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("INSTRUCTUE_CACHE", str(tmp_path / "cache"))
-    tables = make_tables(tiny_card)
-    ingest(as_raw(tiny_card, tables), tmp_path / "data", tmp_path / "q", progress=False)
-    torch.manual_seed(0)
-    config = ModelConfig(backbone=str(tiny_backbone), encoder=str(tiny_encoder))
-    folder = save_model(
-        build_model(tiny_card, tables.users, config, cache_dir=tmp_path / "cache"), tmp_path / "m"
-    )
+    _, folder, _ = _ingested_model(tiny_card, tiny_backbone, tiny_encoder, tmp_path)
     out = tmp_path / "emb.parquet"
     args = ["embed", "--dataset", "tiny", "--model", str(folder), "--root", str(tmp_path), "--task", "likes_x",
             "--universal", "--split", "probe", "--out", str(out)]  # fmt: skip
@@ -50,12 +54,7 @@ def test_embed_with_a_tuned_instruction_saved_in_the_model_folder(
     from components.modeling.tuned import TunedInstruction, save_tuned
 
     monkeypatch.setenv("INSTRUCTUE_CACHE", str(tmp_path / "cache"))
-    tables = make_tables(tiny_card)
-    ingest(as_raw(tiny_card, tables), tmp_path / "data", tmp_path / "q", progress=False)
-    torch.manual_seed(0)
-    config = ModelConfig(backbone=str(tiny_backbone), encoder=str(tiny_encoder), bf16=False)
-    net = build_model(tiny_card, tables.users, config, cache_dir=tmp_path / "cache").eval()
-    folder = save_model(net, tmp_path / "m")
+    net, folder, tables = _ingested_model(tiny_card, tiny_backbone, tiny_encoder, tmp_path, bf16=False)
     tuned = TunedInstruction(
         "likes_x", torch.randn(4, net.dim), init_text=tiny_card.task("likes_x").instruction
     )

@@ -3,12 +3,9 @@ cluster, and a run killed with SIGKILL then resumed all give the same output."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +18,8 @@ from components.modeling.embed import read_embeddings
 from flows.embed_batch import embed_batch_flow
 from flows.sharding import ShardRunner
 from flows.synthesize import synthesize_flow
-from tests.conftest import as_raw, make_tables
-from tests.registry.conftest import (  # noqa: F401 - fixtures
-    MODEL_NAME,
-    client,
-    registered,
-    settings,
-    template_store,
-    tiny_model,
-    tiny_root,
-)
+from tests.conftest import as_raw, kill_when_parts, make_tables
+from tests.registry.conftest import MODEL_NAME, registered, template_store, tiny_model, tiny_root  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 REPO = Path(__file__).resolve().parents[2]
@@ -98,13 +87,7 @@ def test_killed_embed_batch_recomputes_only_missing_shards(registered, tiny_root
         [sys.executable, "-c", code, f"{MODEL_NAME}/1", str(out), str(root)], cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    parts = Path(str(out) + ".parts")
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(parts.glob("*/part-*.parquet"))) < 10:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(list(parts.glob("*/part-*.parquet")))
+    done = kill_when_parts(proc, Path(str(out) + ".parts"), at_least=10)
     assert 10 <= done < total and not out.exists()
 
     resumed = _embed(root, out, ShardRunner(), shard_users=2)

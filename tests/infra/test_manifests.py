@@ -313,3 +313,24 @@ def test_s3_remote_script_writes_the_url_and_endpoint_but_no_credentials(tmp_pat
 
     bad = subprocess.run([script, "/mnt/somewhere"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "is not an s3://bucket/prefix URL" in bad.stderr
+
+
+def test_dask_runs_beside_the_worker_from_the_worker_image(compose):
+    services = compose["services"]
+    worker_image = services["worker"]["image"]
+    assert services["dask-scheduler"]["image"] == services["dask-worker"]["image"] == worker_image
+    scheduler = services["dask-scheduler"]["command"]
+    port = scheduler[scheduler.index("--port") + 1]
+    address = services["worker"]["environment"]["INSTRUCTUE_DASK_ADDRESS"]
+    assert address == f"tcp://dask-scheduler:{port}"
+    assert services["dask-worker"]["command"][:3] == ["dask", "worker", address]
+    # the workers see the data and the outputs the flow runs see
+    assert set(services["worker"]["volumes"]) <= set(services["dask-worker"]["volumes"])
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in load_all(K8S / "dask.yaml")}
+    service = docs[("Service", "dask-scheduler")]
+    assert {p["port"] for p in service["spec"]["ports"]} >= {int(port)}
+    pod = docs[("Deployment", "dask-worker")]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][:3] == ["dask", "worker", f"tcp://dask-scheduler:{port}"]
+    assert pod["containers"][0]["image"] == worker_image
+    _check_volumes(pod)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +15,7 @@ from components.ingestion.contract import Table
 from components.userqa.families import FAMILIES, GENERAL
 from components.userqa.synthesize import PARTS_DIR, USERQA_FILE, SynthesisConfig, synthesize
 from components.userqa.writers import TemplateWriter
+from tests.conftest import kill_when_parts
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -117,13 +115,7 @@ def test_killed_run_resumes_to_the_same_file(movielens, tmp_path):
         "synthesize(Path(sys.argv[1]), TemplateWriter(), SynthesisConfig(chunk_users=8), progress=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=REPO)
-    parts = folder / PARTS_DIR
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("*/part-*.parquet"))) < 20:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(list(parts.glob("*/part-*.parquet")))
+    done = kill_when_parts(proc, folder / PARTS_DIR, at_least=20)
     assert 20 <= done < 71 and not (folder / USERQA_FILE).exists()
 
     summary = synthesize(folder, TemplateWriter(), SynthesisConfig(chunk_users=8), progress=False)
