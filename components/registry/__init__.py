@@ -28,6 +28,7 @@ from components.registry.champion import champion_for
 from components.registry.promote import promote, rollback
 from components.registry.records import RecordError
 from components.registry.register import RegistryError, register
+from components.registry.scoring_auth import TokenError, read_token
 from components.registry.serve import serve_command
 from components.registry.settings import RegistrySettings
 
@@ -39,12 +40,14 @@ __all__ = [
     "RegistryError",
     "RegistrySettings",
     "RegistrySource",
+    "TokenError",
     "champion_for",
     "embed_batch",
     "embed_shard",
     "finish_embedding",
     "plan_embedding",
     "promote",
+    "read_token",
     "register",
     "resolve",
     "rollback",

@@ -3,12 +3,14 @@
     python -m components.registry.scoring_app models:/instructue-movielens-100k@champion --port 5001
 
 It downloads the version once, loads it with MLflow's `scoring_server` (its `/ping`, `/health`,
-`/version` and `/invocations` protocol unchanged) and wraps the app in `BoundedRequests`, an ASGI
-layer that reads at most `RequestLimits.max_body_bytes` of a body (413 beyond, before the rest is
-read) and checks a JSON body with `records.check_request` before MLflow parses it: nesting depth,
-records per request, and every record against the model's card (unknown fields, wrong types,
-unknown categories, empty records: 4xx with the record and field named). So every accepted record
-gets exactly one prediction. uvicorn runs the app, as `mlflow models serve` does.
+`/version` and `/invocations` protocol unchanged), optionally puts it behind a bearer token
+(`--token-file` or `$INSTRUCTUE_SERVE_TOKEN`; `scoring_auth.py`), and wraps the app in
+`BoundedRequests`, an ASGI layer that reads at most `RequestLimits.max_body_bytes` of a body (413
+beyond, before the rest is read) and checks a JSON body with `records.check_request` before MLflow
+parses it: nesting depth, records per request, and every record against the model's card (unknown
+fields, wrong types, unknown categories, empty records: 4xx with the record and field named). So
+every accepted record gets exactly one prediction. uvicorn runs the app, as `mlflow models serve`
+does.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import sys
 import tempfile
 
 from components.registry.records import DEFAULT_LIMITS, RequestError, RequestLimits, check_request
+from components.registry.scoring_auth import OPEN_PATHS, TOKEN_ENV, BearerAuth, TokenError, read_token
 
 MODEL_PATH_ENV = "INSTRUCTUE_SERVE_MODEL_PATH"
+PROTECT_HEALTH_ENV = "INSTRUCTUE_SERVE_PROTECT_HEALTH"
 JSON = "application/json"
 
 
@@ -94,12 +98,18 @@ async def _reply(send, status: int, message: str) -> None:  # noqa: ANN001
 
 
 def create_app():
-    """The app for uvicorn's factory mode: the downloaded version named by `MODEL_PATH_ENV`."""
+    """The app for uvicorn's factory mode: the downloaded version named by `MODEL_PATH_ENV`, behind
+    a bearer token when `$INSTRUCTUE_SERVE_TOKEN` holds one (`scoring_auth.py`)."""
     from mlflow.pyfunc import scoring_server
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_PATH_ENV])
     card = model.unwrap_python_model().served.card
-    return BoundedRequests(scoring_server.init(model), card)
+    app = BoundedRequests(scoring_server.init(model), card)
+    token = read_token()
+    if token is None:
+        return app
+    open_paths = frozenset() if os.environ.get(PROTECT_HEALTH_ENV) == "1" else OPEN_PATHS
+    return BearerAuth(app, token, open_paths)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5001)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--token-file", default=None, help=f"bearer token file (else ${TOKEN_ENV}; neither: open)")
+    p.add_argument("--protect-health", action="store_true", help="/ping and /health need the token too")
     args = p.parse_args(argv)
+    try:
+        token = read_token(args.token_file)
+    except TokenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if token is not None:  # the factory (and uvicorn's worker processes) read it from the environment
+        os.environ[TOKEN_ENV] = token
+        os.environ[PROTECT_HEALTH_ENV] = "1" if args.protect_health else "0"
+        open_paths = "none" if args.protect_health else ", ".join(sorted(OPEN_PATHS))
+        print(f"bearer token required on every path (open: {open_paths})", file=sys.stderr)
 
     import mlflow
     import uvicorn

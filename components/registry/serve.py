@@ -33,10 +33,17 @@ def serve_command(
     host: str = "127.0.0.1",
     port: int = 5001,
     workers: int = 1,
+    token_file: Path | None = None,
+    protect_health: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment that serve `model_uri` on `host:port`."""
+    """The command line and environment that serve `model_uri` on `host:port`; with `token_file`
+    (or `$INSTRUCTUE_SERVE_TOKEN` in the environment) every request needs the bearer token."""
     cmd = [sys.executable, "-m", "components.registry.scoring_app", model_uri, "--host", host,
            "--port", str(port), "--workers", str(workers)]  # fmt: skip
+    if token_file is not None:
+        cmd += ["--token-file", str(token_file)]
+    if protect_health:
+        cmd.append("--protect-health")
     env = {
         **os.environ,
         "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}",

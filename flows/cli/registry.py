@@ -169,18 +169,30 @@ def serve(
     ],
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 5001,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="require `Authorization: Bearer <token>` (the file's first line; or $INSTRUCTUE_SERVE_TOKEN)"
+        ),
+    ] = None,
+    protect_health: Annotated[bool, typer.Option(help="/ping and /health need the token too")] = False,
     root: RootOption = None,
 ) -> None:
     """Serve a registry version over REST (MLflow's scoring app, requests bounded and checked)."""
     import os
 
-    from components.registry import ModelRef, RegistryError, serve_command
+    from components.registry import ModelRef, RegistryError, TokenError, read_token, serve_command
 
     paths, settings, _ = _registry(root)
     try:
         uri = ModelRef.parse(model).uri
-    except RegistryError as e:
+        token = read_token(token_file)  # refuse a short or unreadable token before the server starts
+    except (RegistryError, TokenError) as e:
         raise fail(str(e)) from None
-    cmd, env = serve_command(uri, settings.tracking(paths.root), settings.registry(paths.root), host, port)
-    typer.echo(f"serving {uri} on http://{host}:{port}/invocations", err=True)
+    cmd, env = serve_command(
+        uri, settings.tracking(paths.root), settings.registry(paths.root), host, port,
+        token_file=token_file, protect_health=protect_health,
+    )  # fmt: skip
+    auth = "bearer token required" if token else "no authentication (give --token-file to require one)"
+    typer.echo(f"serving {uri} on http://{host}:{port}/invocations; {auth}", err=True)
     os.execvpe(cmd[0], cmd, env)

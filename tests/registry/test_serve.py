@@ -80,3 +80,45 @@ def test_scoring_server_returns_champion_embeddings(client, registered, settings
         records
     )
     np.testing.assert_allclose(predictions, want, atol=1e-5)
+
+
+def test_scoring_server_with_a_token_answers_401_without_it_and_never_logs_it(
+    client, registered, settings, tiny_root, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("INSTRUCTUE_SERVE_TOKEN", raising=False)
+    promote(client, MODEL_NAME, "1", "ana", "serve it", settings.locks(tmp_path))
+    card, tables = read_tables(tiny_root / "data" / "tiny")
+    body = json.dumps(
+        {"dataframe_records": json.loads(records_from_tables(card, tables, [2]).to_json(orient="records"))}
+    )
+    token = "tok-" + "7f3a9c" * 6
+    token_file = tmp_path / "serve-token"
+    token_file.write_text(token + "\n")
+
+    port = free_port()
+    cmd, env = serve_command(ModelRef.parse(MODEL_NAME).uri, settings.tracking(tmp_path), port=port,
+                             token_file=token_file)  # fmt: skip
+    assert token not in " ".join(cmd) and token not in env.values()
+    log_path = tmp_path / "server.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+
+    def post(headers: dict[str, str]) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
+                                         headers={"Content-Type": "application/json", **headers})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/ping", proc)  # the health check stays open
+        assert post({}) == 401
+        assert post({"Authorization": "Bearer wrong-token-0123456789"}) == 401
+        assert post({"Authorization": f"Bearer {token}"}) == 200
+    finally:
+        stop_process(proc)
+        log.close()
+    logged = log_path.read_text()
+    assert "bearer token required" in logged and token not in logged
