@@ -66,6 +66,11 @@ class Paths(BaseModel):
     runs: Path
     data_docs: Path
 
+    @property
+    def data_dir(self) -> str:
+        """`data` relative to the root: the folder DVC tracks (`<data_dir>.dvc`)."""
+        return self.data.relative_to(self.root).as_posix()
+
     @classmethod
     def resolve(cls, root: Path | None = None) -> Paths:
         root = (root or find_root()).resolve()
