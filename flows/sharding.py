@@ -115,14 +115,29 @@ def _quiet_dask() -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
+def _one_by_one(task, shards: Sequence[Shard], desc: str, common: dict[str, Any]) -> list[ShardResult]:
+    """In-process: each shard task called in the flow's own thread, one after the other. Measured
+    faster than the same tasks on a worker thread of the in-process runner (4,000 users: 13.4
+    users/s there, see README "Scale-out"); a failed shard stops the run, its part missing."""
+    results = []
+    for shard in tqdm(shards, unit="shard", desc=desc):
+        results.append(task(shard=shard, **common))
+    return results
+
+
 def map_shards(task, shards: Sequence[Shard], desc: str, **common: Any) -> list[ShardResult]:
     """Run `task(shard=..., **common)` for every shard on the flow's task runner; results by index.
 
     A failed shard fails the flow after the others finish; its part is missing, so a re-run
     recomputes it and reuses every part already written."""
     from prefect import unmapped
+    from prefect.context import FlowRunContext
     from prefect.futures import as_completed
+    from prefect.task_runners import ThreadPoolTaskRunner
 
+    context = FlowRunContext.get()
+    if context is None or isinstance(context.task_runner, ThreadPoolTaskRunner):
+        return _one_by_one(task, shards, desc, common)
     futures = task.map(shard=list(shards), **{k: unmapped(v) for k, v in common.items()})
     results: list[ShardResult] = []
     errors: list[BaseException] = []
