@@ -5,8 +5,7 @@
 
 Inside the flow, `map_shards` maps a shard task over the plan on the flow's task runner and shows a
 progress bar over shards as they finish. In-process, the shard tasks are called one after the other
-in the flow's own thread: on a worker thread of Prefect's in-process runner the same shards ran
-1.8x slower (README "Scale-out"); the model is loaded once either way. On Dask,
+in the flow's own thread (no extra thread needed); the model is loaded once either way. On Dask,
 each worker process loads the model once (`components.common.worker_cached`) and keeps it for every
 shard it runs. A local worker runs one shard at a time with the machine's cores split between the
 workers (torch's threads); on a cluster, give each machine one worker and its cores.
@@ -117,9 +116,8 @@ def _quiet_dask() -> None:
 
 
 def _one_by_one(task, shards: Sequence[Shard], desc: str, common: dict[str, Any]) -> list[ShardResult]:
-    """In-process: each shard task called in the flow's own thread, one after the other. Measured
-    faster than the same tasks on a worker thread of the in-process runner (4,000 users: 13.4
-    users/s there, see README "Scale-out"); a failed shard stops the run, its part missing."""
+    """In-process: each shard task called in the flow's own thread, one after the other; a failed
+    shard stops the run with its part missing, so a re-run starts there."""
     results = []
     for shard in tqdm(shards, unit="shard", desc=desc):
         results.append(task(shard=shard, **common))
