@@ -1,8 +1,6 @@
 """Load a registry version by alias or number, and embed a dataset's users with it into parquet.
 
     served, mv = load_served(client, "instructue-movielens-100k@champion")
-    embed_batch(client, "instructue-movielens-100k@champion", root / "data" / "movielens-100k",
-                instructions=[None, "Will this user ..."], out=Path("emb.parquet"))
 
 Sharded (what the `embed-batch` flow maps over a Prefect task runner, one process or a Dask cluster):
 
@@ -26,11 +24,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from components.common import shards, write_bytes_atomic, write_text
 from components.registry.register import CHAMPION, RegistryError
@@ -111,36 +106,6 @@ def check_compatible(served: ServedEmbedder, card) -> None:
         )
 
 
-def embed_batch(
-    client,
-    ref: str | ModelRef,
-    dataset_dir: Path,
-    instructions: Sequence[str | None],
-    out: Path,
-    split: str = "all",
-    batch_size: int | None = None,
-    uris: tuple[str, str] | None = None,
-    shard_users: int | None = None,
-) -> tuple[int, RegistrySource]:
-    """Embed every user of the dataset (or one split) under each instruction into `out`, shard after
-    shard in this process (the `embed-batch` flow runs the same shards on a task runner).
-
-    `uris`: the store's (tracking, registry) URIs (default: the client's). Returns the number of rows
-    written and the pinned version.
-    """
-    tracking, registry = uris or (client.tracking_uri, client.tracking_uri)
-    job = EmbedJob(
-        RegistrySource.pin(client, ref, tracking, registry), str(dataset_dir), tuple(instructions),
-        split, batch_size, shard_users or DEFAULT_SHARD_USERS,
-    )  # fmt: skip
-    plan, store, finished = plan_embedding(job, Path(out))
-    if finished:
-        return json.loads(manifest_path(Path(out)).read_text())["rows"], job.source
-    for shard in tqdm(plan.shards, unit="shard", desc="embed-batch"):
-        embed_shard(job, shard, store.folder)
-    return finish_embedding(job, plan, store, Path(out)), job.source
-
-
 # -- sharded batch embedding ------------------------------------------------------------------------
 
 PARTS_SUFFIX = ".parts"
@@ -202,6 +167,15 @@ def _dataset(dataset_dir: str, split: str):
     return card, tables
 
 
+def _cached_dataset(job: EmbedJob, key: str, timed: bool = False):
+    """The dataset's tables, read once per process for a plan (the driver's plan and an in-process
+    shard share them); with `timed`, also the seconds this call spent reading."""
+    value, seconds = shards.worker_cached(
+        ("dataset", job.dataset_dir, job.split, key), lambda: _dataset(job.dataset_dir, job.split)
+    )
+    return (value, seconds) if timed else value
+
+
 def _dataset_digest(dataset_dir: str) -> dict[str, str]:
     from components.ingestion import Table
 
@@ -220,9 +194,6 @@ def manifest_path(out: Path) -> Path:
 def plan_embedding(job: EmbedJob, out: Path) -> tuple[shards.ShardPlan, shards.ShardStore, bool]:
     """The shard plan for `job`, its part store opened under `<out>.parts/`, and whether `out` is
     already the finished output of exactly these inputs (then there is nothing to do)."""
-    card, tables = _dataset(job.dataset_dir, job.split)
-    served, _ = shards.worker_cached(("model", job.source), job.source.load)
-    check_compatible(served, card)
     inputs = {
         "model": job.source.identity,
         "dataset": _dataset_digest(job.dataset_dir),
@@ -231,9 +202,11 @@ def plan_embedding(job: EmbedJob, out: Path) -> tuple[shards.ShardPlan, shards.S
         "batch_size": job.batch_size,
         "shard_users": job.shard_users,
     }
-    plan = shards.ShardPlan.of(
-        tables.users["user_id"].astype(int), job.shard_users, shards.inputs_key("embed-1", inputs)
-    )
+    key = shards.inputs_key("embed-1", inputs)
+    card, tables = _cached_dataset(job, key)
+    served, _ = shards.worker_cached(("model", job.source), job.source.load)
+    check_compatible(served, card)
+    plan = shards.ShardPlan.of(tables.users["user_id"].astype(int), job.shard_users, key)
     manifest = manifest_path(out)
     if out.exists() and manifest.exists() and json.loads(manifest.read_text())["key"] == plan.key:
         return plan, shards.ShardStore(parts_dir(out), plan), True
@@ -246,14 +219,13 @@ def embed_shard(job: EmbedJob, shard: shards.Shard, folder: str | Path) -> shard
 
     part = Path(folder) / shard.name
     if part.exists():
-        return shards.ShardResult(
-            shard.index, len(shard.user_ids), 0, 0.0, 0.0, shards.worker_name(), reused=True
-        )
+        return shards.ShardResult.reused_part(shard)
     started_at = time.time()
     served, t_model = shards.worker_cached(("model", job.source), job.source.load)
-    embedder, t_data = shards.worker_cached(
-        ("embedder", job.source, job.dataset_dir, job.split, Path(folder).name),  # name: the inputs' key
-        lambda: UserEmbedder(served.model, *_dataset(job.dataset_dir, job.split)),
+    key = Path(folder).name  # the part folder is named by the inputs' key
+    (card, tables), t_data = _cached_dataset(job, key, timed=True)
+    embedder, _ = shards.worker_cached(
+        ("embedder", job.source, key), lambda: UserEmbedder(served.model, card, tables)
     )
     start = time.perf_counter()
     vectors = embedder.embed_many(list(shard.user_ids), list(job.instructions), batch_size=job.batch_size)

@@ -220,9 +220,7 @@ def synthesize_shard(
     """Answer one chunk of users into its part (skipped when a killed run already wrote it)."""
     part = plan.parts / shard.name
     if part.exists():
-        return sharding.ShardResult(
-            shard.index, len(shard.user_ids), 0, 0.0, 0.0, sharding.worker_name(), reused=True
-        )
+        return sharding.ShardResult.reused_part(shard)
     started_at = time.time()
     (_, view, families), t_load = sharding.worker_cached(
         ("userqa-view", plan.folder, plan.key), lambda: _view(plan.folder, plan.key)
