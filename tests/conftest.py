@@ -218,7 +218,7 @@ def qa_data(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("train-data")
     ingest(
-        read_dataset("synthetic-multisource", n_users=60, seed=0), root / "data", root / "q", progress=False
+        read_dataset("synthetic-multisource", n_users=100, seed=0), root / "data", root / "q", progress=False
     )
     folder = root / "data" / "synthetic-multisource"
     synthesize(folder, TemplateWriter(), progress=False)

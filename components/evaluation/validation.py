@@ -2,9 +2,11 @@
 merged model only if it is better").
 
 It probes the *training* users, never the probe users, so choosing a model does not touch the users
-the final evaluation reports on. Per task of the dataset card, a linear probe (`probe.probe_task`) on
-the training users' labels, universal and under the task's manual instruction; the score is the mean
-of the two mean AUCs.
+the final evaluation reports on; and of them only the validation holdout
+(`ingestion.in_validation_holdout`, a third fixed by id), whose labels UserQA's recorded family never
+states, so a candidate is not scored on users whose labels it was trained on. Per task of the
+dataset card, a linear probe (`probe.probe_task`) on those users' labels, universal and under the
+task's manual instruction; the score is the mean of the two mean AUCs.
 
 Caveat, plainly: the model was trained on UserQA records of these users, and forward-looking UserQA
 answers use the same future window as the labels. A candidate that memorised its training users more
@@ -20,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from components.evaluation.probe import mean_auc, probe_embeddings
-from components.ingestion import Split
+from components.ingestion import Split, in_validation_holdout
 
-MIN_USERS = 20  # a probe over fewer labelled users means nothing
+# a floor against an empty or degenerate probe, not a bar for a trustworthy one: the holdout is a
+# third of the training users, so small test datasets have a dozen; MovieLens-100k has 189
+MIN_USERS = 12
 
 
 @dataclass(frozen=True)
@@ -41,15 +45,16 @@ class ValidationScore:
 
 
 def validation_users(tables, limit: int | None = None) -> list[int]:
-    """Training users that carry probe labels (sorted); with `limit`, that many of them spread evenly
-    over the sorted list (deterministic: every candidate of a run is scored on the same users)."""
+    """Training users of the validation holdout that carry probe labels (sorted); with `limit`, that
+    many of them spread evenly over the sorted list (deterministic: every candidate of a run is scored
+    on the same users)."""
     train = set(tables.users.loc[tables.users["split"] == Split.TRAIN.value, "user_id"].astype(int))
     labelled = set(tables.labels["user_id"].astype(int))
-    users = sorted(train & labelled)
+    users = sorted(u for u in train & labelled if in_validation_holdout(u))
     if len(users) < MIN_USERS:
         raise ValueError(
-            f"the validation probe needs labelled training users; found {len(users)} "
-            "(labels.parquet labels only the probe users?)"
+            f"the validation probe needs labelled training users in the validation holdout (a third "
+            f"of the training users); found {len(users)} (labels.parquet labels only the probe users?)"
         )
     if limit is not None and limit < len(users):
         if limit < MIN_USERS:

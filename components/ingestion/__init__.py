@@ -7,6 +7,7 @@ from components.ingestion.contract import (
     RawDataset,
     Split,
     Table,
+    in_validation_holdout,
     profile_mask,
     read_tables,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "RawDataset",
     "SourceKind",
     "Split",
+    "in_validation_holdout",
     "SyntheticOptions",
     "Table",
     "TooManyBadRows",

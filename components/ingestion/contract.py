@@ -14,6 +14,7 @@ A dataset is a folder `data/<name>/` holding `schema.yaml` (the card) and four p
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,6 +29,16 @@ from components.ingestion.card import DatasetCard
 class Split(StrEnum):
     TRAIN = "train"
     PROBE = "probe"
+
+
+HOLDOUT_SHARE = 3  # one training user in three
+
+
+def in_validation_holdout(user_id: int) -> bool:
+    """A third of the training users, fixed by id: the validation probe that picks among a run's
+    models reads only them, and UserQA's recorded-label family never answers for them, so a
+    candidate is never scored on users whose labels it was trained on."""
+    return zlib.crc32(str(int(user_id)).encode()) % HOLDOUT_SHARE == 0
 
 
 class Table(StrEnum):

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from components.common import shards as sharding
 from components.common import write_bytes_atomic, write_text
 from components.ingestion import Table, read_tables
+from components.userqa import recorded
 from components.userqa.families import FAMILIES, GENERAL, Family, applicable
 from components.userqa.records import Answer, AnswerRequest, AnswerWriter, Window
 from components.userqa.view import EventView, train_view
@@ -51,6 +52,10 @@ class SynthesisConfig(BaseModel):
     # an answer that fails verification: replace it by the reference answer, or drop the record
     on_reject: str = Field("fallback", pattern="^(fallback|drop)$")
     max_users: int | None = Field(None, ge=1, description="only the first N training users (smoke runs)")
+    recorded_labels: bool = Field(
+        True, description="add the `recorded` family: answers from the training users' labels, "
+        "outside the validation holdout (recorded.py)"
+    )  # fmt: skip
 
 
 @dataclass
@@ -93,11 +98,19 @@ def _rng(seed: int, user: int, task_id: int) -> np.random.Generator:
 
 
 def user_requests(
-    user: int, view: EventView, families: list[Family], config: SynthesisConfig
+    user: int,
+    view: EventView,
+    families: list[Family],
+    config: SynthesisConfig,
+    recorded_facts: dict | None = None,
 ) -> list[AnswerRequest]:
-    """Every request for one user: facts from the family's window only, paraphrases drawn per family."""
+    """Every request for one user: facts from the family's window only, paraphrases drawn per family;
+    the recorded family's from `recorded_facts` (user -> facts) when the user has some."""
     profile, future = view.window(user)
     out = []
+    if recorded_facts and user in recorded_facts:
+        k = config.paraphrases_per_user
+        out += recorded.recorded_requests(user, recorded_facts[user], k, config.seed)
     for fam in families:
         facts = fam.facts(user, future if fam.window is Window.FUTURE else profile, view)
         if facts is None:
@@ -145,12 +158,13 @@ def _records(
 
 def _key(folder: Path, writer: AnswerWriter, config: SynthesisConfig) -> str:
     h = hashlib.sha1()
-    for t in (Table.USERS, Table.EVENTS, Table.CUTOFFS):
+    tables = (Table.USERS, Table.EVENTS, Table.CUTOFFS) + ((Table.LABELS,) if config.recorded_labels else ())
+    for t in tables:
         h.update(hashlib.sha1((folder / t.filename).read_bytes()).digest())
     h.update(
         json.dumps({"writer": writer.name, "config": config.model_dump(exclude={"chunk_users"})}).encode()
     )
-    h.update(json.dumps([(f.name, f.task_id, f.paraphrases) for f in FAMILIES]).encode())
+    h.update(json.dumps([(f.name, f.task_id, f.paraphrases) for f in (*FAMILIES, recorded.FAMILY)]).encode())
     return h.hexdigest()[:16]
 
 
@@ -178,10 +192,28 @@ class SynthesisPlan:
         return Path(self.folder) / PARTS_DIR / self.shards.key
 
 
-def _view(folder: str, key: str):
+@dataclass(frozen=True)
+class _Inputs:
+    """What a synthesis reads, once per process: the card, the training users' events, the
+    families that apply, and the recorded family's facts per user (empty when it is off)."""
+
+    card: object
+    view: EventView
+    families: list[Family]
+    recorded: dict
+
+
+def _view(folder: str, key: str, with_recorded: bool) -> _Inputs:
     card, tables = read_tables(Path(folder))
     view = train_view(tables, card.sequence_sources)
-    return card, view, applicable(view)
+    facts = recorded.recorded_facts(card, tables) if with_recorded else {}
+    return _Inputs(card, view, applicable(view) + ([recorded.FAMILY] if facts else []), facts)
+
+
+def _inputs(folder: str, key: str, config: SynthesisConfig):
+    return sharding.worker_cached(
+        ("userqa-view", folder, key), lambda: _view(folder, key, config.recorded_labels)
+    )
 
 
 def plan_synthesis(
@@ -193,9 +225,8 @@ def plan_synthesis(
     folder = Path(folder)
     start = time.perf_counter()
     key = _key(folder, writer, config)
-    (card, view, _), _ = sharding.worker_cached(
-        ("userqa-view", str(folder), key), lambda: _view(str(folder), key)
-    )
+    inputs, _ = _inputs(str(folder), key, config)
+    card, view = inputs.card, inputs.view
     users = view.user_ids[: config.max_users]
     shards = sharding.ShardPlan.of(users, config.chunk_users, sharding.inputs_key(key, config.chunk_users))
     plan = SynthesisPlan(str(folder), key, config, shards)
@@ -222,11 +253,11 @@ def synthesize_shard(
     if part.exists():
         return sharding.ShardResult.reused_part(shard)
     started_at = time.time()
-    (_, view, families), t_load = sharding.worker_cached(
-        ("userqa-view", plan.folder, plan.key), lambda: _view(plan.folder, plan.key)
-    )
+    inputs, t_load = _inputs(plan.folder, plan.key, plan.config)
+    view, families = inputs.view, inputs.families
     start = time.perf_counter()
-    requests = [r for u in shard.user_ids for r in user_requests(u, view, families, plan.config)]
+    requests = [r for u in shard.user_ids
+                for r in user_requests(u, view, families, plan.config, inputs.recorded)]  # fmt: skip
     answers = writer.write(requests, view.vocabulary)
     frame = pd.DataFrame(_records(requests, answers, {f.name: f for f in families}, plan.config))
     write_bytes_atomic(part, sharding.parquet_bytes(frame))
@@ -241,9 +272,8 @@ def finish_synthesis(
 ) -> SynthesisSummary:
     """Parts -> validated `userqa.parquet`, the task registry and the manifest; the parts go."""
     folder = Path(plan.folder)
-    (card, view, families), _ = sharding.worker_cached(
-        ("userqa-view", plan.folder, plan.key), lambda: _view(plan.folder, plan.key)
-    )
+    inputs, _ = _inputs(plan.folder, plan.key, plan.config)
+    card, view, families = inputs.card, inputs.view, inputs.families
     store = sharding.ShardStore(folder / PARTS_DIR, plan.shards)
     missing = store.missing()
     if missing:

@@ -19,7 +19,7 @@ def project(retrain_project):
     return retrain_project
 
 
-def run(project, evaluation=None, overrides_extra=(), n_users=60, **kw):
+def run(project, evaluation=None, overrides_extra=(), n_users=100, **kw):
     from flows.retrain import retrain_flow
 
     return retrain_flow(dataset="synthetic-multisource", profile="tiny", overrides=[*TINY, *overrides_extra],

@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.ingestion import ingest, read_dataset
+from components.ingestion import in_validation_holdout, ingest, read_dataset
 from components.ingestion.contract import Table
 from components.userqa.families import FAMILIES, GENERAL
+from components.userqa.recorded import RECORDED
 from components.userqa.synthesize import PARTS_DIR, USERQA_FILE, SynthesisConfig, synthesize
 from components.userqa.writers import TemplateWriter
 from tests.conftest import kill_when_parts
@@ -65,7 +66,11 @@ def _poisoned(folder: Path, dst: Path) -> Path:
         gender="Zzdemo", age=-1, occupation="Zzdemo", n_ratings=-31337.0, mean_rating=7777.25
     )
     users.to_parquet(dst / "users.parquet")
-    labels = pd.read_parquet(dst / "labels.parquet").assign(task="Zzlabel", label=1)
+    # labels: only the recorded family reads them, and only of training users outside the validation
+    # holdout; flip everyone else's, which must change nothing
+    labels = pd.read_parquet(dst / "labels.parquet")
+    unread = labels["user_id"].isin(probe) | labels["user_id"].map(in_validation_holdout)
+    labels.loc[unread, "label"] = 1 - labels.loc[unread, "label"]
     labels.to_parquet(dst / "labels.parquet")
     return dst
 
@@ -77,9 +82,11 @@ def test_no_probe_user_demographic_label_or_future_leaks(movielens, tmp_path):
     users = pd.read_parquet(folder / "users.parquet")
     assert not set(df["user_id"]) & set(users.loc[users["split"] == "probe", "user_id"])
     text = df["answer"] + " " + df["facts"] + " " + df["instruction"].fillna("")
-    for sentinel in ("Zzprobe", "Zzdemo", "Zzlabel", "7777", "31337"):
+    for sentinel in ("Zzprobe", "Zzdemo", "7777", "31337"):
         assert not text.str.contains(sentinel, regex=False).any(), sentinel
     future_families = {f.name for f in FAMILIES if f.window.value == "future"}
+    recorded_users = set(df.loc[df["family"] == RECORDED, "user_id"])
+    assert recorded_users and not any(in_validation_holdout(u) for u in recorded_users)
     mentions = df.loc[text.str.contains("Zzfuture", regex=False), "family"]
     assert set(mentions) <= future_families  # descriptive families never read the future window
     assert mentions.nunique() >= 1  # the poisoned future window does reach forward-looking families
@@ -92,6 +99,31 @@ def test_no_probe_user_demographic_label_or_future_leaks(movielens, tmp_path):
     )
     synthesize(clean, TemplateWriter(), progress=False)
     pd.testing.assert_frame_equal(pd.read_parquet(clean / USERQA_FILE), df)
+
+
+def test_the_recorded_family_states_every_task_of_a_user_and_follows_the_labels(movielens, tmp_path):
+    folder = fresh_copy(movielens, tmp_path / "ml")
+    synthesize(folder, TemplateWriter(), SynthesisConfig(max_users=40), progress=False)
+    df = pd.read_parquet(folder / USERQA_FILE)
+    rec = df[df["family"] == RECORDED]
+    user = int(rec["user_id"].iloc[0])
+    answer = rec.loc[rec["user_id"] == user, "answer"].iloc[0]
+    labels = pd.read_parquet(folder / "labels.parquet")
+    mine = labels[labels["user_id"] == user]
+    assert answer.count(".") == len(mine)  # one sentence per task
+    flipped = fresh_copy(movielens, tmp_path / "flipped")
+    at = (labels["user_id"] == user) & (labels["task"] == "age_under_25")
+    labels.loc[at, "label"] = 1 - labels.loc[at, "label"]
+    labels.to_parquet(flipped / "labels.parquet")
+    synthesize(flipped, TemplateWriter(), SynthesisConfig(max_users=40), progress=False)
+    again = pd.read_parquet(flipped / USERQA_FILE)
+    other = again.loc[(again["family"] == RECORDED) & (again["user_id"] == user), "answer"].iloc[0]
+    assert other != answer and ("Not so: the user is younger than 25" in other) != (
+        "Not so: the user is younger than 25" in answer
+    )
+    off = fresh_copy(movielens, tmp_path / "off")
+    synthesize(off, TemplateWriter(), SynthesisConfig(max_users=40, recorded_labels=False), progress=False)
+    assert RECORDED not in set(pd.read_parquet(off / USERQA_FILE)["family"])
 
 
 def test_deterministic_and_independent_of_chunking(movielens, tmp_path):
