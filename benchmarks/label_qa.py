@@ -9,7 +9,8 @@ The 566 labelled training users are split by id: those with `user_id % 5 == 4` (
 (components/userqa/recorded.py) answers for the other training users only, whatever the dataset's
 own `userqa.parquet` holds (its recorded rows are dropped first). Each variant trains the quick
 profile (`--set` overrides) and probes the held-out users (universal and manual, 5 seeds) beside the
-sentence encoder's mean on the same users. No probe user is read. Results appended to `benchmarks/results/label_qa.json`.
+sentence encoder's mean on the same users. No probe user is read. Results appended to
+`benchmarks/results/label_qa.json`.
 """
 
 from __future__ import annotations
