@@ -39,7 +39,7 @@ from components.evaluation import (
 from components.ingestion import read_tables
 from components.modeling import ModelConfig, UserEmbedder, load_model
 from components.training import load_profile, train
-from components.userqa.recorded import PARAPHRASES, RECORDED, RECORDED_TASK_ID, statement
+from components.userqa import recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "label_qa.json"
@@ -63,9 +63,10 @@ def label_records(card, tables, users: list[int]) -> pd.DataFrame:
     )
     rows = []
     for u, labels in wide.iterrows():
-        answer = " ".join(statement(t.description, int(labels[t.name])) for t in card.tasks)
-        for instruction in PARAPHRASES[:3]:
-            rows.append({"user_id": int(u), "family": RECORDED, "task_id": RECORDED_TASK_ID,
+        answer = " ".join(recorded.statement(t.description, int(labels[t.name])) for t in card.tasks)
+        for instruction in recorded.PARAPHRASES[:3]:
+            rows.append({"user_id": int(u), "family": recorded.RECORDED,
+                         "task_id": recorded.RECORDED_TASK_ID,
                          "kind": "attribute", "window": "future", "instruction": instruction,
                          "answer": answer, "writer": "template", "passed": True, "reason": "",
                          "attempts": 1, "facts": "[]"})  # fmt: skip
@@ -122,7 +123,7 @@ def main() -> None:
         data_dir = Path(tmp) / "movielens-100k"
         shutil.copytree(src, data_dir)
         qa = pd.read_parquet(data_dir / "userqa.parquet")
-        qa = qa[qa["family"] != RECORDED]
+        qa = qa[qa["family"] != recorded.RECORDED]
         if args.labels or args.only_labels:
             others = [u for u in labelled_training_users(tables) if u % 5 != 4]
             extra = label_records(card, tables, others)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from components.common import bounded_yaml, dotted
 from components.modeling import LoraSettings, ModelConfig, TMoLESettings
+from components.training.alignment import AlignmentSettings
 from components.training.param_groups import GroupSettings, ParamGroup
 from components.training.s2sched import S2SchedConfig
 
@@ -49,6 +50,7 @@ class TrainConfig(BaseModel):
     scheduling: Scheduling = Scheduling.UNIFORM
     s2sched: S2SchedConfig = S2SchedConfig()
     seed: int = 0
+    alignment: AlignmentSettings = AlignmentSettings()  # the soft-token alignment stage (alignment.py)
     # -- data ----------------------------------------------------------------------------------
     families: list[str] | None = Field(None, description="UserQA families to train on; None: all")
     max_records: int | None = Field(None, ge=2, description="a seeded subsample of UserQA records")

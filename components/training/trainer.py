@@ -117,6 +117,7 @@ class _Run:
     resumed_from: int | None = None
     run_id: str | None = None
     sched_s: float = 0.0  # wall time of S2Sched's validation passes
+    alignment: Any = None  # the alignment stage's `AlignmentResult` when it ran
     last: dict = field(default_factory=dict)
     totals: dict = field(default_factory=lambda: {"tokens": 0, "examples": 0, "t0": 0.0})
 
@@ -160,7 +161,7 @@ def train(
     )
     tracker = tracker if (tracker is not None and accelerator.is_main_process) else NullTracker()
     run = _Run(config, Path(run_dir), accelerator, tracker)
-    user_ids = _setup(run, Path(data_dir), cache_dir)
+    user_ids = _setup(run, Path(data_dir), cache_dir, progress)
     _resume_or_start(run, resume)
     accelerator.wait_for_everyone()
     run.objective, run.optimizer = accelerator.prepare(run.objective, run.optimizer)
@@ -172,12 +173,24 @@ def train(
     params = {"config": config.model_dump(mode="json"), "n_examples": len(run.examples),
               "n_users": len(user_ids), "world_size": run.world, "data_dir": Path(data_dir).name}  # fmt: skip
     tracker.log_params(params)
+    _log_alignment(run)
     _steps(run, progress)
     return _finish(run)
 
 
-def _setup(run: _Run, data_dir: Path, cache_dir: Path | None) -> list[int]:
-    """Data, model, objective, optimizer, schedule and sampler; returns the training users."""
+def _log_alignment(run: _Run) -> None:
+    got = run.alignment
+    if got is None:
+        return
+    run.tracker.log_metrics({"align_s": got.seconds, "align_cached": float(got.cached)}, 0)
+    for i, loss in enumerate(got.losses):
+        if i % 10 == 0 or i == len(got.losses) - 1:
+            run.tracker.log_metrics({"align_loss": loss}, i)
+
+
+def _setup(run: _Run, data_dir: Path, cache_dir: Path | None, progress: bool = False) -> list[int]:
+    """Data, model (aligned first when `config.alignment.steps`), objective, optimizer, schedule and
+    sampler; returns the training users."""
     from components.ingestion import read_tables
     from components.modeling import build_model, build_profiles
     from components.training.data import load_examples
@@ -188,11 +201,18 @@ def _setup(run: _Run, data_dir: Path, cache_dir: Path | None) -> list[int]:
     run.card, tables = read_tables(data_dir)
     run.examples = load_examples(data_dir, config.families, config.max_records, config.seed)
     base = build_model(run.card, tables.users, config.model, cache_dir).to(run.accelerator.device)
-    run.model = add_tuner(base, config, run.examples)
     user_ids = sorted({e.user_id for e in run.examples})
     profiles = dict(
         zip(user_ids, build_profiles(run.card, tables, user_ids, config.model.max_events), strict=True)
     )
+    if config.alignment.steps:
+        from components.modeling import default_cache_dir
+        from components.training.alignment import align_cached
+
+        run.alignment = align_cached(base, list(profiles.values()), config.alignment,
+                                     cache_dir or default_cache_dir(), progress and run.main)  # fmt: skip
+        log.info(run.alignment.summary())
+    run.model = add_tuner(base, config, run.examples)
     run.objective = Objective(run.model, ObjectiveSettings.from_config(config), profiles, tables.users)
     groups = param_groups(run.objective.named_parameters(), config.groups, config.lr, config.weight_decay)
     run.params = [p for g in groups for p in g["params"]]

@@ -1,5 +1,6 @@
 """UserQA synthesis (InstructUE 3.2): grounded facts, instruction families, answer writers, verification."""
 
+from components.userqa import recorded
 from components.userqa.llm_writer import LocalLLMWriter
 from components.userqa.records import Answer, AnswerRequest, Facts, Window
 from components.userqa.synthesize import (
@@ -28,6 +29,7 @@ __all__ = [
     "build_requests",
     "finish_synthesis",
     "make_writer",
+    "recorded",
     "plan_synthesis",
     "synthesize",
     "synthesize_shard",
