@@ -370,10 +370,13 @@ class InstructUE(nn.Module):
             return 0
         keep = {id(self.backbone.get_input_embeddings().weight)}
         n = 0
-        for module in self.backbone.modules():
+        for name, module in self.backbone.named_modules():
             w = getattr(module, "weight", None)
             if (
                 isinstance(module, nn.Linear)
+                # TMoLE's routers are read outside autocast too (merging, the routing plot), and
+                # are too small for their cast to matter
+                and "tmole_router" not in name
                 and w is not None
                 and not w.requires_grad
                 and w.dtype == torch.float32

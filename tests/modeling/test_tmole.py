@@ -169,3 +169,21 @@ def test_a_tmole_model_saves_and_loads_with_its_registry(model, tiny_card, tmp_p
     a = UserEmbedder(net, tiny_card, tables).embed([1, 2, 3], "Does this user like x?")
     b = UserEmbedder(loaded, tiny_card, tables).embed([1, 2, 3], "Does this user like x?")
     assert abs(a - b).max() < 1e-5
+
+
+def test_a_loaded_bf16_model_routes_and_merges_outside_autocast(model, tmp_path):
+    """A loaded model's weights are all frozen, so the bf16 cast reaches every Linear it is allowed
+    to: the routers must stay as they are, or the routing plot and the merge (both outside autocast)
+    fail on mixed dtypes (the main command's evaluation did, 2026-12-07)."""
+    from components.evaluation.plots import routing_similarity
+
+    net, _ = model
+    loaded = load_model(save_model(net, tmp_path / "m"), tmp_path / "cache")
+    loaded.uses_bf16 = lambda: True  # whatever this host's measured precision default is
+    for p in loaded.parameters():
+        p.requires_grad_(False)
+    assert loaded.frozen_weights_to_bf16() > 0
+    routers = [m for n, m in loaded.backbone.named_modules() if n.endswith("tmole_router")]
+    assert routers and all(p.dtype == torch.float32 for r in routers for p in r.parameters())
+    sims = routing_similarity(loaded)
+    assert sims["embedding"].shape == (len(TASKS), len(TASKS))
