@@ -146,9 +146,10 @@ def measure_embedding(card, tables, config: TrainConfig, ids: list[int], repeats
         cache = alternate({"cold": lambda: turn("cold"), "warm": lambda: turn("warm")}, repeats)
         for v in misses.values():
             v.pop(0)  # the warm-up turns
-        text_model = build_model(
-            card, tables.users, config.model.model_copy(update={"input_mode": InputMode.TEXT_ONLY}), cache_dir
-        )
+        # the same backbone and depth; LiT's answer tower needs the multi-encoder input and embeds no user
+        text_only = {"input_mode": InputMode.TEXT_ONLY, "answer_encoder": False}
+        text_config = config.model.model_copy(update=text_only)
+        text_model = build_model(card, tables.users, text_config, cache_dir)
         text = UserEmbedder(text_model, card, tables)
         timed(text, ids[:batch], [None], batch)  # warm-up on one batch; the multi-encoder is warm
         modes = alternate(
