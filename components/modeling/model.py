@@ -374,9 +374,7 @@ class InstructUE(nn.Module):
             w = getattr(module, "weight", None)
             if (
                 isinstance(module, nn.Linear)
-                # TMoLE's routers are read outside autocast too (merging, the routing plot), and
-                # are too small for their cast to matter
-                and "tmole_router" not in name
+                and "tmole_router" not in name  # read outside autocast (merge, routing plot); tiny
                 and w is not None
                 and not w.requires_grad
                 and w.dtype == torch.float32

@@ -90,7 +90,7 @@ def project(retrain_project):
 def test_two_variants_then_a_second_call_reuses_them(prefect_server, project, ablations, tmp_path):
     out = tmp_path / "ablations.json"
     kw = {"dataset": "synthetic-multisource", "profile": "tiny", "extra": TINY, "out": out,
-          "root": str(project), "options": {"n_users": 60, "seed": 0}, "evaluation": CHEAP_EVAL}  # fmt: skip
+          "root": str(project), "options": {"n_users": 100, "seed": 0}, "evaluation": CHEAP_EVAL}  # fmt: skip
     variants = ablations.select(only=["no_tabular"])
     ablations.run_study(variants, **kw)
     written = json.loads(out.read_text())
