@@ -25,7 +25,7 @@ from components.evaluation.probe import mean_auc, probe_embeddings
 from components.ingestion import Split, in_validation_holdout
 
 # a floor against an empty or degenerate probe, not a bar for a trustworthy one: the holdout is a
-# third of the training users, so small test datasets have a dozen; MovieLens-100k has 189
+# third of the training users, so small test datasets have a dozen; MovieLens-100k has 173
 MIN_USERS = 12
 
 
