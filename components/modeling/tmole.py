@@ -125,15 +125,13 @@ class TMoLELinear(nn.Module):
         allowed = self.masks[route.branch]
         return torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
 
-    def delta(self, x: torch.Tensor, gates: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+    def delta(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """Eq. 2's sum over experts as two matmuls: gates scale each expert's r middle columns.
-        `alpha / r` is folded into the gates, so the (tokens, d_out) output is never scaled. With
-        `cols`, only those middle columns (the experts `gates`' columns belong to, in order)."""
-        a, b = (self.tmole_A, self.tmole_B) if cols is None else (self.tmole_A[cols], self.tmole_B[:, cols])
-        h = F.linear(self.dropout(x), a.to(x.dtype))  # (B, T, n*r)
-        g = (gates * self.scaling).to(h.dtype).repeat_interleave(self.r, dim=-1)  # (B, n*r)
+        `alpha / r` is folded into the gates, so the (tokens, d_out) output is never scaled."""
+        h = F.linear(self.dropout(x), self.tmole_A.to(x.dtype))  # (B, T, N*r)
+        g = (gates * self.scaling).to(h.dtype).repeat_interleave(self.r, dim=-1)  # (B, N*r)
         h = h * (g[:, None, :] if h.dim() == 3 else g)
-        return F.linear(h, b.to(x.dtype))
+        return F.linear(h, self.tmole_B.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         route = self._state.route
@@ -144,17 +142,7 @@ class TMoLELinear(nn.Module):
         if torch.is_autocast_enabled(x.device.type):
             # cast once for both products: autocast would cast x for each of them
             x = x.to(torch.get_autocast_dtype(x.device.type))
-        gates = self.gates(route)
-        used = self.masks[route.branch].any(0)  # experts some row of this batch may route to
-        if bool(used.all()):
-            return self.base_layer(x) + self.delta(x, gates)
-        # An expert no row may use has gate exactly 0 (masked before the softmax): leave its r
-        # columns out of both products. With one branch per batch (no next-token loss, or the
-        # evaluation) that is a third of the experts' work; the output and every gradient are the
-        # same (the skipped terms were exact zeros).
-        experts = used.nonzero(as_tuple=True)[0]
-        cols = (experts[:, None] * self.r + torch.arange(self.r, device=experts.device)).reshape(-1)
-        return self.base_layer(x) + self.delta(x, gates[:, experts], cols)
+        return self.base_layer(x) + self.delta(x, self.gates(route))
 
     @torch.no_grad()
     def merged_weight(self, task_id: int, branch: Branch) -> torch.Tensor:

@@ -82,28 +82,6 @@ def test_stacked_experts_equal_a_loop_over_experts():
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("branch", [Branch.EMBEDDING, Branch.GENERATIVE])
-def test_a_one_branch_batch_skips_the_other_branchs_experts_with_the_same_output_and_gradients(branch):
-    net, tmole = toy(n_embedding=2, n_shared=1, n_generative=2)
-    layer: TMoLELinear = net.q_proj
-    x = torch.randn(3, 4, 6, requires_grad=True)
-    route = tmole.route([0, 2, 3], branch)
-    assert not bool(layer.masks[route.branch].any(0).all())  # some experts are unused: the short path
-    with routed(tmole, route):
-        got = layer(x)
-    got.square().sum().backward()
-    short = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
-    x_grad = x.grad.clone()
-    layer.zero_grad(), x.grad.zero_()
-    full = layer.base_layer(x) + layer.delta(x, layer.gates(route))  # every expert's columns
-    full.square().sum().backward()
-    torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(x.grad, x_grad, rtol=1e-5, atol=1e-6)
-    for n, p in layer.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(short.get(n, torch.zeros_like(p)), p.grad, rtol=1e-5, atol=1e-6)
-
-
 def test_routing_is_per_sample():
     net, tmole = toy()
     x = torch.randn(2, 3, 6)
