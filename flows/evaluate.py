@@ -112,8 +112,10 @@ def embed_task(inputs, tuned, settings):
 
 @task(name="baselines", cache_policy=NO_CACHE)
 def baselines_task(inputs, settings, cache_dir: Path):
+    # the raw backbone's pass over every probe user's text is minutes on a cold cache: show its bar
     return compute_baselines(inputs.card, inputs.tables, inputs.probe_ids, inputs.model.config,
-                             settings.baselines, data_fingerprint(inputs.data_dir), cache_dir)  # fmt: skip
+                             settings.baselines, data_fingerprint(inputs.data_dir), cache_dir,
+                             progress=settings.progress)  # fmt: skip
 
 
 @task(name="probe", cache_policy=NO_CACHE)
