@@ -34,9 +34,8 @@ from components.evaluation import (
     data_fingerprint,
     mean_auc,
     probe_embeddings,
-    probe_variants,
 )
-from components.ingestion import read_tables
+from components.ingestion import labelled_training_users, read_tables
 from components.modeling import ModelConfig, UserEmbedder, load_model
 from components.training import load_profile, train
 from components.userqa import recorded
@@ -44,11 +43,6 @@ from components.userqa import recorded
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "label_qa.json"
 SEEDS = (0, 1, 2, 3, 4)
-
-
-def labelled_training_users(tables) -> list[int]:
-    train = set(tables.users.loc[tables.users["split"] == "train", "user_id"].astype(int))
-    return sorted(train & set(tables.labels["user_id"].astype(int)))
 
 
 def held_out(tables) -> list[int]:
@@ -145,11 +139,16 @@ def main() -> None:
         model = load_model(result.model_dir)
         instructions = [card.task(t).instruction for t in tasks]
         vectors = UserEmbedder(model, card, tables).embed_many(hold, [None, *instructions])
-        universal, manual = probe_variants(card, tables.labels, hold, vectors, SEEDS)
-        per_task = {}
-        for t in tasks:
-            by_user = dict(zip(hold, vectors[card.task(t).instruction], strict=True))
-            per_task[t] = round(probe_embeddings(by_user, tables.labels, [t], hold, seeds=SEEDS)[0].auc, 4)
+        universal = mean_auc(probe_embeddings(dict(zip(hold, vectors[None], strict=True)), tables.labels,
+                                              tasks, hold, seeds=SEEDS))  # fmt: skip
+        manual_scores = [  # each task under its own manual instruction, probed once
+            probe_embeddings(dict(zip(hold, vectors[i], strict=True)), tables.labels, [t], hold, seeds=SEEDS)[
+                0
+            ]
+            for t, i in zip(tasks, instructions, strict=True)
+        ]
+        manual = mean_auc(manual_scores)
+        per_task = {t: round(s.auc, 4) for t, s in zip(tasks, manual_scores, strict=True)}
         rows.append({"what": f"trained {args.tag}", "overrides": args.overrides, "labels": args.labels,
                      "only_labels": args.only_labels, "train_s": round(wall), "steps": result.steps,
                      "universal": round(universal, 4), "manual": round(manual, 4),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from components.evaluation.probe import mean_auc, probe_embeddings
-from components.ingestion import Split, in_validation_holdout
+from components.ingestion import labelled_training_users
 
 # a floor against an empty or degenerate probe, not a bar for a trustworthy one: the holdout is a
 # third of the training users, so small test datasets have a dozen; MovieLens-100k has 173
@@ -48,9 +48,7 @@ def validation_users(tables, limit: int | None = None) -> list[int]:
     """Training users of the validation holdout that carry probe labels (sorted); with `limit`, that
     many of them spread evenly over the sorted list (deterministic: every candidate of a run is scored
     on the same users)."""
-    train = set(tables.users.loc[tables.users["split"] == Split.TRAIN.value, "user_id"].astype(int))
-    labelled = set(tables.labels["user_id"].astype(int))
-    users = sorted(u for u in train & labelled if in_validation_holdout(u))
+    users = labelled_training_users(tables, holdout=True)
     if len(users) < MIN_USERS:
         raise ValueError(
             f"the validation probe needs labelled training users in the validation holdout (a third "

@@ -8,6 +8,7 @@ from components.ingestion.contract import (
     Split,
     Table,
     in_validation_holdout,
+    labelled_training_users,
     profile_mask,
     read_tables,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "SourceKind",
     "Split",
     "in_validation_holdout",
+    "labelled_training_users",
     "SyntheticOptions",
     "Table",
     "TooManyBadRows",

@@ -41,6 +41,15 @@ def in_validation_holdout(user_id: int) -> bool:
     return zlib.crc32(str(int(user_id)).encode()) % HOLDOUT_SHARE == 0
 
 
+def labelled_training_users(tables: ContractTables, holdout: bool | None = None) -> list[int]:
+    """Training users with labels (sorted); `holdout=True` only the validation holdout's, `False`
+    only the others', None all of them."""
+    users = tables.users
+    train = set(users.loc[users["split"] == Split.TRAIN.value, "user_id"].astype(int))
+    labelled = train & set(tables.labels["user_id"].astype(int))
+    return sorted(u for u in labelled if holdout is None or in_validation_holdout(u) == holdout)
+
+
 class Table(StrEnum):
     USERS = "users"
     EVENTS = "events"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from components.ingestion import Split, in_validation_holdout
+from components.ingestion import labelled_training_users
 from components.userqa.families import Family
 from components.userqa.records import AnswerRequest, Facts, Window
 from components.userqa.writers import reference_answer
@@ -45,17 +45,9 @@ def statement(description: str, label: int) -> str:
     return f"{text}." if label else f"Not so: {text[:1].lower()}{text[1:]}."
 
 
-def recorded_users(tables) -> list[int]:
-    """Training users with labels, outside the validation holdout (sorted)."""
-    users = tables.users
-    train = set(users.loc[users["split"] == Split.TRAIN.value, "user_id"].astype(int))
-    labelled = set(tables.labels["user_id"].astype(int))
-    return sorted(u for u in train & labelled if not in_validation_holdout(u))
-
-
 def recorded_facts(card, tables) -> dict[int, Facts]:
     """user -> the facts of the recorded family (every card task the user has a label for)."""
-    users = recorded_users(tables)
+    users = labelled_training_users(tables, holdout=False)
     labels = tables.labels[tables.labels["user_id"].astype(int).isin(users)]
     wide = labels.pivot_table(index="user_id", columns="task", values="label", aggfunc="first")
     out = {}
