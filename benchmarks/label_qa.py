@@ -103,6 +103,8 @@ def main() -> None:
     p.add_argument("--labels", action="store_true")
     p.add_argument("--only-labels", action="store_true")
     p.add_argument("--transfer", action="store_true", help="only the label-aware encoder rows")
+    p.add_argument("--clean", action="store_true",
+                   help="drop every UserQA row of the held-out users: unseen in training, as probe users are")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     src = ROOT / "data" / "movielens-100k"
@@ -118,6 +120,8 @@ def main() -> None:
         shutil.copytree(src, data_dir)
         qa = pd.read_parquet(data_dir / "userqa.parquet")
         qa = qa[qa["family"] != recorded.RECORDED]
+        if args.clean:
+            qa = qa[~qa["user_id"].isin(hold)]
         if args.labels or args.only_labels:
             others = [u for u in labelled_training_users(tables) if u % 5 != 4]
             extra = label_records(card, tables, others)
@@ -149,7 +153,18 @@ def main() -> None:
         ]
         manual = mean_auc(manual_scores)
         per_task = {t: round(s.auc, 4) for t, s in zip(tasks, manual_scores, strict=True)}
+        encoder_mean = feats["sentence_encoder"].matrix
+        joined = {  # the served embedding beside the encoder's mean (a skip read-out, measured here first)
+            name: mean_auc(probe_embeddings(dict(zip(hold, np.column_stack([v, encoder_mean]), strict=True)),
+                                            tables.labels, [t] if t else tasks, hold, seeds=SEEDS))
+            for name, t, v in [("universal", None, vectors[None]),
+                               *[(t, t, vectors[i]) for t, i in zip(tasks, instructions, strict=True)]]
+        }  # fmt: skip
+        joined_manual = float(np.mean([joined[t] for t in tasks]))
+        print({"with encoder mean": {"universal": round(joined["universal"], 4), "manual": round(joined_manual, 4)}})
         rows.append({"what": f"trained {args.tag}", "overrides": args.overrides, "labels": args.labels,
+                     "clean": args.clean, "with_encoder_mean": {"universal": round(joined["universal"], 4),
+                                                                "manual": round(joined_manual, 4)},
                      "only_labels": args.only_labels, "train_s": round(wall), "steps": result.steps,
                      "universal": round(universal, 4), "manual": round(manual, 4),
                      "manual_per_task": per_task, "final": result.final})  # fmt: skip

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 # Issue 26's recipe switches: off by default, left out of a saved config while off (see
 # `_omit_default_inputs`), and reset by baselines that must read the backbone as shipped.
 RECIPE_SWITCHES = ("layers", "summary_tokens", "adapter_norm", "soft_token_rms", "answer_encoder",
-                   "reconstruction_head")  # fmt: skip
+                   "reconstruction_head", "mean_skip")  # fmt: skip
 
 
 class Pooling(StrEnum):
@@ -90,11 +90,26 @@ class ModelConfig(BaseModel):
         description="training: linear heads from the embedding to the user's mean event vector and "
         "tabular numbers, for the reconstruction loss (`alpha_rec`)",
     )
+    mean_skip: bool = Field(
+        False,
+        description="the served embedding ends with the user's mean event vector per sequence source "
+        "(the summary tokens' input), a skip past the backbone, as Causal2Vec sets its contextual "
+        "token beside the last token; training's losses read the backbone's part only",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="training: keep each decoder layer's input only and recompute the layer in the "
         "backward pass (one more forward pass of the backbone; the same gradients)",
     )
+
+    @model_validator(mode="after")
+    def _skip_needs_events(self):
+        if self.mean_skip and (self.input_mode is InputMode.TEXT_ONLY or self.inputs is Inputs.TABULAR):
+            raise ValueError(
+                "model.mean_skip appends the sentence encoder's mean event vectors: it needs "
+                "input_mode=multi_encoder and the sequence sources (inputs=both or sequences)"
+            )
+        return self
 
     @model_serializer(mode="wrap")
     def _omit_default_inputs(self, handler):

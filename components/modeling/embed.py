@@ -67,7 +67,7 @@ class UserEmbedder:
         # longest users first: batches of similar length waste little on padding
         order = sorted(range(len(ids)), key=lambda i: -sum(len(v) for v in profiles[i].events.values()))
         size = batch_size or self.model.config.batch_size
-        out = {k: np.zeros((len(ids), self.model.dim), dtype=np.float32) for k in instructions}
+        out = {k: np.zeros((len(ids), self.model.embedding_dim), dtype=np.float32) for k in instructions}
         bar = tqdm(total=len(ids), unit="user", desc="embed", disable=not progress)
         for start in range(0, len(order), size):
             idx = order[start : start + size]

@@ -29,6 +29,7 @@ from torch import nn
 
 from components.modeling.adapters import SourceAdapter, TabularEmbedder
 from components.modeling.config import AdapterInit, InputMode, ModelConfig, Pooling
+from components.modeling.depth import keep_layers
 from components.modeling.inputs import (
     GROUP_OVERHEAD,
     Plan,
@@ -40,7 +41,7 @@ from components.modeling.inputs import (
 from components.modeling.lora import LoraSettings, apply_lora, mark_trainable
 from components.modeling.padded import decode_padded
 from components.modeling.precision import bf16_default
-from components.modeling.prefix_cache import PrefixCache, embed_suffixes, run_prefix
+from components.modeling.prefix_cache import PrefixCache, embed_suffixes, run_prefix, with_skip
 from components.modeling.profile import UserProfile
 from components.modeling.spec import ModelSpec
 from components.modeling.tmole import INSTRUCTION, UNIVERSAL, Branch, Route, TMoLE, TMoLESettings, routed
@@ -73,7 +74,7 @@ class InstructUE(nn.Module):
         if config.input_mode is InputMode.MULTI_ENCODER and encoder is None:
             raise ValueError("the multi-encoder input needs a sentence encoder")
         if config.layers is not None:
-            _keep_layers(self.backbone, config.layers)
+            keep_layers(self.backbone, config.layers)
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         # the sources the user block holds (config.inputs), in card order
@@ -415,9 +416,20 @@ class InstructUE(nn.Module):
         return F.normalize(h.float(), dim=-1)
 
     def embed_uncached(self, batch: UserBatch, instruction: Instruction) -> torch.Tensor:
-        """(B, d) L2-normalised embeddings from one full pass per user: block + instruction + <USER>."""
+        """(B, embedding_dim) embeddings from one full pass per user: block + instruction + <USER>."""
         out, plan, _ = self._full_pass(batch, instruction)
-        return self.pool(out.last_hidden_state, plan)
+        return with_skip(self.pool(out.last_hidden_state, plan), self.skip(batch))
+
+    @property
+    def embedding_dim(self) -> int:
+        """The served embedding's width: the backbone's, then the skip's (`mean_skip`)."""
+        skip = len(self.sequence_sources) * self.spec.encoder_dim if self.config.mean_skip else 0
+        return self.dim + skip
+
+    def skip(self, batch: UserBatch) -> torch.Tensor | None:
+        """(B, S * encoder_dim) the mean event vector per source (`mean_skip`; not normalised, as the
+        sentence encoder's baseline mean it extends), or None."""
+        return self.event_means(batch).flatten(1) if self.config.mean_skip else None
 
     def layer_states(
         self, batch: UserBatch, instruction: Instruction
@@ -470,21 +482,9 @@ class InstructUE(nn.Module):
         return run_prefix(self, batch, soft, route)
 
     def embed_suffixes(self, prefix: PrefixCache, suffixes: list[torch.Tensor]) -> list[torch.Tensor]:
-        """(B, d) embeddings for each suffix over the cached blocks (`prefix_cache.embed_suffixes`)."""
-        return embed_suffixes(self, prefix, suffixes)
-
-
-def _keep_layers(backbone: nn.Module, k: int) -> None:
-    """Cut a decoder-only backbone to its first `k` layers, in place (`ModelConfig.layers`): the
-    intermediate layers of a causal LM are the better features (RESEARCH.md, "Which layer"), and a
-    shallower backbone is a cheaper step."""
-    layers = backbone.base_model.layers
-    if k > len(layers):
-        raise ValueError(f"model.layers={k}, but the backbone has only {len(layers)} decoder layers")
-    backbone.base_model.layers = nn.ModuleList(list(layers)[:k])
-    backbone.config.num_hidden_layers = k
-    if getattr(backbone.config, "layer_types", None):
-        backbone.config.layer_types = list(backbone.config.layer_types)[:k]
+        """(B, embedding_dim) embeddings for each suffix over the cached blocks
+        (`prefix_cache.embed_suffixes`), each followed by the skip where `mean_skip` is on."""
+        return [with_skip(v, prefix.skip) for v in embed_suffixes(self, prefix, suffixes)]
 
 
 @functools.cache

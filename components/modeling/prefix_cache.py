@@ -33,6 +33,7 @@ class PrefixCache:
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, heads, L, head_dim)
     hidden_sum: torch.Tensor  # (B, d) sum of the block's final hidden states (mean pooling)
     n: torch.Tensor  # (B, 1) the block's true length
+    skip: torch.Tensor | None = None  # (B, S * encoder_dim) the mean event vectors (`mean_skip`)
 
     def cache(self):
         """A fresh key/value cache holding the block: a suffix pass appends to its cache, so each
@@ -53,13 +54,13 @@ def run_prefix(model: InstructUE, batch: UserBatch, soft: torch.Tensor, route: R
     out = model.decode(model.input_embeddings(plan, soft), mask, positions, cache, route)
     m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
     kv = [(layer.keys, layer.values) for layer in cache.layers]
-    return PrefixCache(plan, route, kv, (out.last_hidden_state * m).sum(1), m.sum(1))
+    return PrefixCache(plan, route, kv, (out.last_hidden_state * m).sum(1), m.sum(1), model.skip(batch))
 
 
 def embed_suffixes(
     model: InstructUE, prefix: PrefixCache, suffixes: list[torch.Tensor]
 ) -> list[torch.Tensor]:
-    """(B, d) L2-normalised embeddings for each suffix (`suffix_embeddings`, (T_k, d)) over the
+    """(B, d) L2-normalised backbone embeddings for each suffix (`suffix_embeddings`, (T_k, d)) over the
     cached user blocks, in one pass.
 
     The suffixes are laid side by side, and a 4D attention mask lets each suffix token see the
@@ -94,6 +95,11 @@ def embed_suffixes(
         h = (prefix.hidden_sum + out[:, seg == k].sum(1)) / (prefix.n + n)
         result.append(F.normalize(h.float(), dim=-1))
     return result
+
+
+def with_skip(backbone_part: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+    """The served embedding: the backbone's part, then the skip's mean event vectors (`mean_skip`)."""
+    return backbone_part if skip is None else torch.cat([backbone_part, skip.float()], 1)
 
 
 def _mask_4d(model: InstructUE, visible: torch.Tensor) -> torch.Tensor:

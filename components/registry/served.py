@@ -50,7 +50,7 @@ class ServedEmbedder:
 
     @property
     def dim(self) -> int:
-        return self.model.dim
+        return self.model.embedding_dim
 
     def embed_records(self, records: pd.DataFrame, batch_size: int | None = None) -> np.ndarray:
         """(n, dim) float32: each record under its own instruction (or universal), in record order."""

@@ -136,4 +136,4 @@ def embed(
     )
     vectors = UserEmbedder(net, card, tables).embed_many(ids, instructions, progress=True)
     write_embeddings(out, ids, vectors)
-    typer.echo(f"wrote {len(ids) * len(instructions):,} embeddings of dimension {net.dim} to {out}")
+    typer.echo(f"wrote {len(ids) * len(instructions):,} embeddings of dimension {net.embedding_dim} to {out}")

@@ -112,3 +112,39 @@ def test_answer_encoder_embeds_answers_through_a_trainable_projection(make):
     plain, _ = make()
     with pytest.raises(RuntimeError, match="answer_encoder"):
         plain.embed_answers(["x"])
+
+
+def test_mean_skip_serves_the_backbone_part_then_the_mean_event_vectors(make, tiny_card, tmp_path):
+    model, tables = make(**RECIPE, mean_skip=True, pooling="mean")
+    plain_dim, enc_dim = model.dim, model.spec.encoder_dim
+    assert model.embedding_dim == plain_dim + len(model.sequence_sources) * enc_dim
+    ids = [1, 2, 7]
+    instruction = "Does this user like x?"
+    cached = UserEmbedder(model, tiny_card, tables).embed_many(ids, [None, instruction])
+    batch = _batch(model, tiny_card, tables, ids)
+    with torch.no_grad():
+        full = model.embed_uncached(batch, instruction).numpy()
+    assert cached[instruction].shape == (3, model.embedding_dim)
+    np.testing.assert_allclose(cached[instruction], full, atol=1e-4)  # prefix reuse keeps the skip
+    # the tail is each user's plain mean of its event vectors per source, the same under every instruction
+    vec = model.encoder.encode(batch.event_texts).float().numpy()
+    users, sources = np.asarray(batch.event_user), np.asarray(batch.event_source)
+    for i in range(len(ids)):
+        for j in range(len(model.sequence_sources)):
+            mine = vec[(users == i) & (sources == j)]
+            want = mine.mean(0) if len(mine) else np.zeros(enc_dim)
+            got = full[i, plain_dim + j * enc_dim : plain_dim + (j + 1) * enc_dim]
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(cached[None][:, plain_dim:], cached[instruction][:, plain_dim:], atol=1e-6)
+    # the backbone's part is the unit-norm embedding the model serves without the skip
+    np.testing.assert_allclose(np.linalg.norm(full[:, :plain_dim], axis=1), 1.0, atol=1e-5)
+    folder = save_model(model, tmp_path / "m")
+    loaded = load_model(folder, tmp_path / "cache")
+    assert loaded.config.mean_skip and loaded.embedding_dim == model.embedding_dim
+
+
+def test_mean_skip_refuses_inputs_without_event_vectors():
+    with pytest.raises(ValueError, match="mean_skip"):
+        ModelConfig(mean_skip=True, input_mode="text_only")
+    with pytest.raises(ValueError, match="mean_skip"):
+        ModelConfig(mean_skip=True, inputs="tabular")
