@@ -103,8 +103,11 @@ def main() -> None:
     p.add_argument("--labels", action="store_true")
     p.add_argument("--only-labels", action="store_true")
     p.add_argument("--transfer", action="store_true", help="only the label-aware encoder rows")
-    p.add_argument("--clean", action="store_true",
-                   help="drop every UserQA row of the held-out users: unseen in training, as probe users are")
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="drop every UserQA row of the held-out users: unseen in training, as probe users are",
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     src = ROOT / "data" / "movielens-100k"
@@ -161,7 +164,8 @@ def main() -> None:
                                *[(t, t, vectors[i]) for t, i in zip(tasks, instructions, strict=True)]]
         }  # fmt: skip
         joined_manual = float(np.mean([joined[t] for t in tasks]))
-        print({"with encoder mean": {"universal": round(joined["universal"], 4), "manual": round(joined_manual, 4)}})
+        print({"with encoder mean": {"universal": round(joined["universal"], 4),
+                                     "manual": round(joined_manual, 4)}})  # fmt: skip
         rows.append({"what": f"trained {args.tag}", "overrides": args.overrides, "labels": args.labels,
                      "clean": args.clean, "with_encoder_mean": {"universal": round(joined["universal"], 4),
                                                                 "manual": round(joined_manual, 4)},

@@ -84,7 +84,10 @@ def evaluation_run(root: Path, dataset: str, model_dir: Path) -> str:
     found = client.get_experiment_by_name(EVALUATION_EXPERIMENT)
     artifacts = TrackingSettings.load(root).artifacts(root)
     exp = found.experiment_id if found else client.create_experiment(EVALUATION_EXPERIMENT, artifacts)
-    run_id = client.create_run(exp, run_name=f"evaluate-{dataset}-{Path(model_dir).name}").info.run_id
+    from components.common import USER_TAG, acting_user
+
+    run_id = client.create_run(exp, run_name=f"evaluate-{dataset}-{Path(model_dir).name}",
+                               tags={USER_TAG: acting_user(client.tracking_uri)}).info.run_id  # fmt: skip
     client.set_terminated(run_id)
     return run_id
 

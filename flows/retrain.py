@@ -145,13 +145,14 @@ def evaluate_step(cache_key: str, model_dir: Path, data_dir: Path, run_dir: Path
 
 @task(name="register", **CACHED)
 def register_step(cache_key: str, model_dir: Path, report: Path, data_dir: Path, root: Path) -> dict:
-    from components.registry import RegistrySettings, register
+    from components.registry import RegistrySettings, register, whoami
 
     settings = RegistrySettings.load(root)
     client = settings.client(root)
     done = register(client, settings.experiment_id(client, root), model_dir=model_dir, report_path=report,
                     dataset_dir=data_dir, name=settings.name_for(data_dir.name), root=root,
-                    bundle_base_models=settings.bundle_base_models)  # fmt: skip
+                    bundle_base_models=settings.bundle_base_models,
+                    me=whoami(client.tracking_uri))  # team mode: the trainer role, verified  # fmt: skip
     return asdict(done) | {"uri": done.uri}
 
 

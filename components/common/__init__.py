@@ -25,8 +25,12 @@ from components.common.shards import (
     worker_cached,
     worker_name,
 )
+from components.common.tracking import USER_TAG, acting_user, is_server_uri
 
 __all__ = [
+    "USER_TAG",
+    "acting_user",
+    "is_server_uri",
     "Shard",
     "ShardPlan",
     "ShardResult",

@@ -9,6 +9,7 @@
     batch.py         embed a dataset's users from a registry alias into parquet
     serve.py         the scoring-server command for an alias
     scoring_app.py   MLflow's scoring app behind request bounds (body, depth, records, schema)
+    team.py          team mode: MLflow's basic-auth server, roles, who is acting, four-eyes
 
 Nothing here sets global MLflow state: every function takes an explicit `MlflowClient`.
 """
@@ -30,8 +31,28 @@ from components.registry.register import RegistryError, register
 from components.registry.scoring_auth import TokenError, read_token
 from components.registry.serve import serve_command
 from components.registry.settings import RegistrySettings
+from components.registry.team import (
+    Identity,
+    Role,
+    TeamError,
+    TeamServer,
+    add_user,
+    list_users,
+    read_admin_password,
+    server_command,
+    whoami,
+)
 
 __all__ = [
+    "Identity",
+    "Role",
+    "TeamError",
+    "TeamServer",
+    "add_user",
+    "list_users",
+    "read_admin_password",
+    "server_command",
+    "whoami",
     "DEFAULT_SHARD_USERS",
     "EmbedJob",
     "ModelRef",

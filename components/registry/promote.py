@@ -26,6 +26,7 @@ from pathlib import Path
 
 from components.common import file_lock
 from components.registry.register import CHALLENGER, CHAMPION, RegistryError
+from components.registry.team import Action, Identity, check_reviewer_flag, four_eyes, require
 
 log = logging.getLogger(__name__)
 
@@ -112,22 +113,35 @@ def promote(
     client,
     name: str,
     version: str | int,
-    reviewer: str,
+    reviewer: str | None,
     reason: str,
     lock_dir: Path,
     override_reason: str | None = None,
+    me: Identity | None = None,
+    four_eyes_override: str | None = None,
 ) -> AliasChange:
     """Move `champion` to `version`; refuses a version whose gate did not pass unless overridden.
+
+    `me` is the acting user (`team.whoami`): on a team server the recorded reviewer is whoever the
+    server authenticated, who needs the reviewer role and must not have trained or registered the
+    version (four-eyes; an admin may override with a recorded reason). Without `me` the given
+    reviewer is recorded as is (a local store).
 
     Raises:
         RegistryError: unknown model or version, an ungated version without `override_reason`, a
             version that is already the champion, or a missing reviewer or reason.
+        TeamError: a missing role, a --reviewer that is not the authenticated user, the four-eyes rule.
     """
     version = str(version)
-    if not reviewer.strip() or not reason.strip():
+    target = f"{name} version {version}"
+    if me is not None:
+        require(me, Action.PROMOTE, target)
+        reviewer = check_reviewer_flag(me, reviewer)
+    if not (reviewer or "").strip() or not reason.strip():
         raise RegistryError("a promotion needs a reviewer and a reason (--reviewer, --reason)")
     with model_lock(lock_dir, name):
         mv = model_version(client, name, version)
+        extra = four_eyes(me, Action.PROMOTE, target, mv.tags, four_eyes_override) if me else {}
         gate = mv.tags.get("gate.passed")
         if gate != "true" and not (override_reason and override_reason.strip()):
             state = "failed" if gate == "false" else "has no gate verdict"
@@ -140,7 +154,9 @@ def promote(
             raise RegistryError(f"{name} version {version} is already the {CHAMPION}")
         change = AliasChange(name, "promote", version, previous, reviewer, reason, _now())
         tags = {"promoted_by": reviewer, "promotion_reason": reason, "promoted_at": change.at,
-                "previous_champion": previous or ""}  # fmt: skip
+                "previous_champion": previous or "", **extra}  # fmt: skip
+        if me is not None:
+            tags["promoted_by.authenticated"] = str(me.authenticated).lower()
         if gate != "true":
             tags["gate.override_reason"] = override_reason.strip()
             tags["gate.override_by"] = reviewer
@@ -153,13 +169,20 @@ def promote(
     return change
 
 
-def rollback(client, name: str, reviewer: str, reason: str, lock_dir: Path) -> AliasChange:
-    """Move `champion` back to the version it replaced (the current champion's `previous_champion`).
+def rollback(
+    client, name: str, reviewer: str | None, reason: str, lock_dir: Path, me: Identity | None = None
+) -> AliasChange:
+    """Move `champion` back to the version it replaced (the current champion's `previous_champion`);
+    on a team server only a reviewer (or an admin) may, recorded by the authenticated name.
 
     Raises:
         RegistryError: no champion, no recorded previous champion, or that version was deleted.
+        TeamError: a missing role or a --reviewer that is not the authenticated user.
     """
-    if not reviewer.strip() or not reason.strip():
+    if me is not None:
+        require(me, Action.ROLLBACK, name)
+        reviewer = check_reviewer_flag(me, reviewer)
+    if not (reviewer or "").strip() or not reason.strip():
         raise RegistryError("a rollback needs a reviewer and a reason (--reviewer, --reason)")
     with model_lock(lock_dir, name):
         current = alias_version(client, name, CHAMPION)

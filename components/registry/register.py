@@ -37,9 +37,13 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from components.common import USER_TAG, acting_user
 from components.ingestion import CARD_FILENAME, DatasetCard, read_tables
+
+if TYPE_CHECKING:
+    from components.registry.team import Identity
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +213,7 @@ def register(
     cache_dir: Path | None = None,
     description: str | None = None,
     override_reason: str | None = None,
+    me: Identity | None = None,
 ) -> Registered:
     """Log the model folder as a pyfunc and register it as a new version with alias `challenger`.
 
@@ -224,23 +229,27 @@ def register(
 
         override_reason: register although the recorded gate did not pass (or none is recorded);
             recorded on the version with the user and the evaluation run.
+        me: the acting user (`team.whoami`; default: `acting_user` of the client's store, unverified);
+            on a team server it needs the trainer role. Recorded as `registered_by`, and the
+            evaluation run's `instructue.user` as `trained_by`: the four-eyes rule reads both.
 
     Raises:
         GateFailed: the recorded gate did not pass (nothing is logged).
         RegistryError: no evaluation of these weights is recorded, the given report is not it, or
             the model folder is unusable.
     """
-    import getpass
-
     from mlflow.entities import LoggedModelOutput, Metric, Param
 
     from components.modeling import MODEL_FILE, ModelFolderError, model_digest
     from components.registry.records import input_example
     from components.registry.served import ServedEmbedder
+    from components.registry.team import Action, Identity, require
 
     model_dir, dataset_dir = Path(model_dir).resolve(), Path(dataset_dir).resolve()
     if not (model_dir / MODEL_FILE).is_file():
         raise RegistryError(f"{model_dir} is not a model folder ({MODEL_FILE} is missing)")
+    me = me or Identity(acting_user(client.tracking_uri), authenticated=False)
+    require(me, Action.REGISTER, name)
     if override_reason is not None and not override_reason.strip():
         raise RegistryError("an override needs a reason (--override-reason '...'); it is recorded")
     try:
@@ -288,9 +297,10 @@ def register(
         tags = {**provenance(root, dataset_dir), "gate.passed": "true" if passed else "false",
                 "gate.reasons": json.dumps(report.reasons if report else [])[:4000],
                 "gate.evaluation_run": eval_run or "-", "model.digest": digest,
-                **headline_tags(report.headline if report else {})}  # fmt: skip
+                **headline_tags(report.headline if report else {}), "registered_by": me.name,
+                "trained_by": _trainer(client, eval_run) or "-"}  # fmt: skip
         if override_reason is not None:
-            tags |= {"gate.override_reason": override_reason[:4000], "gate.override_by": getpass.getuser()}
+            tags |= {"gate.override_reason": override_reason[:4000], "gate.override_by": me.name}
 
         run = client.create_run(experiment_id, run_name=f"register-{card.name}", tags=tags)
         run_id = run.info.run_id
@@ -318,6 +328,11 @@ def register(
         return Registered(name, version, run_id, model_id)
     finally:
         shutil.rmtree(downloads, ignore_errors=True)
+
+
+def _trainer(client, eval_run: str | None) -> str | None:
+    """Who ran the training (and evaluation) run the verdict came from: its `instructue.user` tag."""
+    return client.get_run(eval_run).data.tags.get(USER_TAG) if eval_run else None
 
 
 def _log_pyfunc(client, experiment_id, run_id, artifacts, card: DatasetCard, dim: int, example) -> str:

@@ -57,10 +57,10 @@ class RegistrySettings(BaseModel):
     def registry(self, root: Path) -> str:
         return os.environ.get("MLFLOW_REGISTRY_URI") or self.registry_uri or self.tracking(root)
 
-    def artifacts(self, root: Path) -> str:
+    def artifacts(self, root: Path) -> str | None:
         from components.training import artifact_uri
 
-        return artifact_uri(self.artifact_root, root)
+        return artifact_uri(self.artifact_root, root, self.tracking(root))
 
     def locks(self, root: Path) -> Path:
         return Path(self.lock_dir) if self.lock_dir else Path(root) / "mlruns" / "locks"

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from components.common import bounded_yaml
+from components.common import USER_TAG, acting_user, bounded_yaml, is_server_uri
 
 SETTINGS_FILE = Path("mlruns_config") / "tracking.yaml"
 
@@ -35,8 +35,8 @@ class TrackingSettings(BaseModel):
     def uri(self, root: Path) -> str:
         return store_uri(self.tracking_uri, root)
 
-    def artifacts(self, root: Path) -> str:
-        return artifact_uri(self.artifact_root, root)
+    def artifacts(self, root: Path) -> str | None:
+        return artifact_uri(self.artifact_root, root, self.uri(root))
 
 
 def tracking_client(root: Path):
@@ -56,8 +56,14 @@ def store_uri(configured: str | None, root: Path) -> str:
     )
 
 
-def artifact_uri(configured: str | None, root: Path) -> str:
-    return configured or (Path(root) / "mlruns" / "artifacts").resolve().as_uri()
+def artifact_uri(configured: str | None, root: Path, tracking: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts: the configured location, else none of ours on a
+    tracking server (its own artifact store, proxied: team mode), else `<root>/mlruns/artifacts`."""
+    if configured:
+        return configured
+    if is_server_uri(tracking):
+        return None
+    return (Path(root) / "mlruns" / "artifacts").resolve().as_uri()
 
 
 class Tracker(Protocol):
@@ -126,6 +132,7 @@ class MlflowTracker:
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
         else:
+            tags = {USER_TAG: acting_user(self.tracking_uri), **tags}  # who trained: the four-eyes rule
             self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         return self.run_id
 

@@ -12,7 +12,8 @@
 
 One module per concern: `data.py` (datasets, ingest, synthesize), `data_versions.py` (`instructue
 data ...`), `train.py` (train, merge), `evaluate.py` (evaluate, embed), `registry.py` (register,
-promote, rollback, embed-batch, serve), `pipeline.py` (retrain, deploy); `common.py` holds the app.
+promote, rollback, embed-batch, serve), `pipeline.py` (retrain, deploy), `team.py` (team-server,
+users); `common.py` holds the app.
 Each command parses its options and calls components or a flow; the work is theirs.
 
 User errors (bad input, bad options, a dataset that breaks the contract) print one message and exit
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import sys
 
-from flows.cli import data, evaluate, pipeline, registry, train  # noqa: F401 - registers the commands
+from flows.cli import data, evaluate, pipeline, registry, team, train  # noqa: F401 - registers the commands
 from flows.cli.common import app, fail, parse_pairs, run_flow, user_errors
 from flows.cli.data_versions import data_app
 
 app.add_typer(data_app, name="data", help="Push, pull and inspect DVC versions of data/.")
+app.add_typer(team.users_app, name="users")
 
 __all__ = ["app", "fail", "parse_pairs", "run_flow", "user_errors"]
 

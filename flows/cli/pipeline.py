@@ -67,7 +67,7 @@ def retrain(
     if reg:
         typer.echo(f"registered {reg['name']} version {reg['version']} (alias challenger)")
         typer.echo(f"promote it:  instructue promote --model {reg['name']} --version {reg['version']} "
-                   '--reviewer <you> --reason "<why>"')  # fmt: skip
+                   '--reason "<why>"')  # fmt: skip
 
 
 @app.command()

@@ -54,6 +54,7 @@ def register(
     The verdict is read from the evaluation MLflow holds for these exact weights (their sha256),
     never from a file you pass."""
     from components.registry import register as register_version
+    from components.registry import whoami
 
     paths, settings, client = _registry(root)
     name = name or settings.name_for(dataset)
@@ -62,22 +63,39 @@ def register(
             client, settings.experiment_id(client, paths.root), model_dir=model_dir, report_path=report,
             dataset_dir=paths.data / dataset, name=name, root=paths.root,
             bundle_base_models=settings.bundle_base_models, override_reason=override_reason,
+            me=whoami(client.tracking_uri),
         )  # fmt: skip
     except _registry_errors() as e:
         raise fail(str(e)) from None
     typer.echo(f"registered {done.name} version {done.version} (alias challenger; run {done.run_id})")
     typer.echo(f"promote with: instructue promote --model {done.name} --version {done.version} "
-               "--reviewer <you> --reason '...'")  # fmt: skip
+               "--reason '...'")  # fmt: skip
+
+
+def _acting(client):
+    """The acting user (`team.whoami`); on a local store one line says it is unauthenticated."""
+    from components.registry import whoami
+
+    me = whoami(client.tracking_uri)
+    if not me.authenticated:
+        typer.echo(f"note: {client.tracking_uri.split('?')[0]} is an unauthenticated local store; "
+                   f"recording --reviewer or the OS user {me.name!r}", err=True)  # fmt: skip
+    return me
 
 
 @app.command()
 def promote(
     model: Annotated[str, typer.Option(help="registered model name")],
     version: Annotated[str, typer.Option(help="the version to make champion")],
-    reviewer: Annotated[str, typer.Option(help="who approves (recorded)")],
     reason: Annotated[str, typer.Option(help="why (recorded)")],
+    reviewer: Annotated[
+        str | None, typer.Option(help="who approves; team mode: the authenticated user (default)")
+    ] = None,
     override_reason: Annotated[
         str | None, typer.Option(help="promote a version whose gate did not pass; recorded")
+    ] = None,
+    override_four_eyes: Annotated[
+        str | None, typer.Option(help="admin only: promote a version you trained or registered; the reason")
     ] = None,
     root: RootOption = None,
 ) -> None:
@@ -87,18 +105,22 @@ def promote(
     paths, settings, client = _registry(root)
     try:
         change = promote_version(
-            client, model, version, reviewer, reason, settings.locks(paths.root), override_reason
-        )
+            client, model, version, reviewer, reason, settings.locks(paths.root), override_reason,
+            me=_acting(client), four_eyes_override=override_four_eyes,
+        )  # fmt: skip
     except _registry_errors() as e:
         raise fail(str(e)) from None
-    typer.echo(f"{model}: champion is version {change.version} (was {change.previous or 'none'})")
+    typer.echo(f"{model}: champion is version {change.version} (was {change.previous or 'none'}; "
+               f"by {change.reviewer})")  # fmt: skip
 
 
 @app.command()
 def rollback(
     model: Annotated[str, typer.Option(help="registered model name")],
-    reviewer: Annotated[str, typer.Option(help="who rolls back (recorded)")],
     reason: Annotated[str, typer.Option(help="why (recorded)")],
+    reviewer: Annotated[
+        str | None, typer.Option(help="who rolls back; team mode: the authenticated user (default)")
+    ] = None,
     root: RootOption = None,
 ) -> None:
     """Restore the champion that the current champion replaced."""
@@ -106,7 +128,8 @@ def rollback(
 
     paths, settings, client = _registry(root)
     try:
-        change = rollback_version(client, model, reviewer, reason, settings.locks(paths.root))
+        change = rollback_version(client, model, reviewer, reason, settings.locks(paths.root),
+                                  me=_acting(client))  # fmt: skip
     except _registry_errors() as e:
         raise fail(str(e)) from None
     typer.echo(f"{model}: champion is version {change.version} again (was {change.previous})")

