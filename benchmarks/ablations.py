@@ -90,9 +90,10 @@ VARIANTS = (
             "model.max_text_tokens=256",
             "model.gradient_checkpointing=true",
             "model.answer_encoder=false",
+            "model.mean_skip=false",  # no event vectors to skip with
         ),
     ),  # fmt: skip
-    Variant("no_sequences", 3, "w/o sequences", ("model.inputs=tabular",)),
+    Variant("no_sequences", 3, "w/o sequences", ("model.inputs=tabular", "model.mean_skip=false")),
     Variant("no_tabular", 3, "w/o tabular", ("model.inputs=sequences",)),
     # The quick profile trains without the next-token loss since issue 26 (README "Training"): there
     # `no_ntp` is `full` itself, and `no_contrastive` turns the next-token loss back on, else nothing

@@ -147,7 +147,7 @@ def measure_embedding(card, tables, config: TrainConfig, ids: list[int], repeats
         for v in misses.values():
             v.pop(0)  # the warm-up turns
         # the same backbone and depth; LiT's answer tower needs the multi-encoder input and embeds no user
-        text_only = {"input_mode": InputMode.TEXT_ONLY, "answer_encoder": False}
+        text_only = {"input_mode": InputMode.TEXT_ONLY, "answer_encoder": False, "mean_skip": False}
         text_config = config.model.model_copy(update=text_only)
         text_model = build_model(card, tables.users, text_config, cache_dir)
         text = UserEmbedder(text_model, card, tables)
