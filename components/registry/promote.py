@@ -155,8 +155,9 @@ def promote(
         change = AliasChange(name, "promote", version, previous, reviewer, reason, _now())
         tags = {"promoted_by": reviewer, "promotion_reason": reason, "promoted_at": change.at,
                 "previous_champion": previous or "", **extra}  # fmt: skip
-        if me is not None:
-            tags["promoted_by.authenticated"] = str(me.authenticated).lower()
+        if me is not None:  # who ran it: verified by the server, or the OS user of a local store
+            tags |= {"promoted_by.authenticated": str(me.authenticated).lower(), "promoted_by.os_user":
+                     "" if me.authenticated else me.name}  # fmt: skip
         if gate != "true":
             tags["gate.override_reason"] = override_reason.strip()
             tags["gate.override_by"] = reviewer
@@ -196,8 +197,10 @@ def rollback(
             )
         model_version(client, name, previous)  # it may have been deleted since
         change = AliasChange(name, "rollback", previous, current, reviewer, reason, _now())
-        for key, value in {"rolled_back_by": reviewer, "rollback_reason": reason,
-                           "rolled_back_at": change.at}.items():  # fmt: skip
+        tags = {"rolled_back_by": reviewer, "rollback_reason": reason, "rolled_back_at": change.at}
+        if me is not None and not me.authenticated:
+            tags["rolled_back_by.os_user"] = me.name
+        for key, value in tags.items():
             client.set_model_version_tag(name, current, key, value)
         client.set_model_version_tag(name, previous, "restored_at", change.at)
         _move_champion(client, change)

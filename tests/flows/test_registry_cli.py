@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+
 import numpy as np
 import pytest
 import yaml
@@ -76,6 +78,11 @@ def test_register_promote_rollback_and_embed_batch(project, tiny_model, tmp_path
             "promote", "--model", NAME, "--version", version, "--reviewer", "ana", "--reason", "good", *root
         )
         assert ok.exit_code == 0, ok.output
+    # a local store says once that it is unauthenticated, and records the OS user beside --reviewer
+    assert "unauthenticated local store" in ok.output and "by ana" in ok.output
+    tags = _client(project).get_model_version(NAME, "2").tags
+    assert tags["promoted_by"] == "ana" and tags["promoted_by.os_user"] == getpass.getuser()
+    assert tags["promoted_by.authenticated"] == "false"
     back = invoke("rollback", "--model", NAME, "--reviewer", "bo", "--reason", "v2 drifts", *root)
     assert back.exit_code == 0 and "champion is version 1 again (was 2)" in back.output
 
