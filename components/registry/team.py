@@ -215,7 +215,7 @@ def add_user(uri: str, name: str, password: str, role: Role) -> None:
 
 
 def list_users(uri: str) -> list[dict]:
-    """Every user with its admin flag and platform roles (run with an admin's credentials)."""
+    """Every user with its admin flag and platform roles (an admin sees all, a user itself)."""
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request, verify_rest_response
 

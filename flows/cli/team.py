@@ -103,7 +103,7 @@ def users_add(
 
 @users_app.command("list")
 def users_list() -> None:
-    """Every user with its role(s) (admin only)."""
+    """Every user with its role(s): an admin sees every user, anyone else only themselves."""
     from components.registry import TeamError, list_users
 
     uri = _server_uri()
