@@ -19,8 +19,7 @@ from common import machine, write_result
 from tmole_step import step_setup, step_variant, timed_step
 
 from components.ingestion import read_tables
-from components.training import load_profile
-from components.training.data import load_examples
+from components.training import load_examples, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "compile_step.json"
