@@ -36,9 +36,11 @@ sys.path.insert(0, str(ROOT))
 from components.evaluation.tracking import log_to_mlflow  # noqa: E402
 from components.registry import Role, TeamServer, add_user, promote, register, server_command, whoami  # noqa: E402
 
-# the version page's classic layout lists every tag (the newer one shows the first five)
+# the version page's classic layout lists every tag
+# and no scroll box may clip it (the tags table holds five rows and scrolls the rest)
 OLD_REGISTRY_UI = (b"<head><script>localStorage.setItem("
-                   b'"_mlflow_user_setting_dismiss_next_model_registry_ui", "true")</script>')  # fmt: skip
+                   b'"_mlflow_user_setting_dismiss_next_model_registry_ui", "true")</script>'
+                   b"<style>*{max-height:none!important}</style>")  # fmt: skip
 
 
 def _port() -> int:
@@ -107,14 +109,14 @@ def _shoot(url: str, out: Path) -> None:
     if chromium is None:
         raise SystemExit("chromium is not on PATH (apt-get install -y chromium)")
     subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1400,1900", "--virtual-time-budget=25000", f"--screenshot={out}", url],
+                    "--window-size=1400,2300", "--virtual-time-budget=25000", f"--screenshot={out}", url],
                    check=True, capture_output=True, timeout=180)  # fmt: skip
     print(f"wrote {out}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run-dir", type=Path, required=True, help="a retrain run: model/ and evaluation/")
+    p.add_argument("--run-dir", type=Path, required=True, help="a retrain run: its evaluation/ and winner")
     p.add_argument("--dataset", default="movielens-100k")
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     p.add_argument("--override-reason", help="register and promote a model whose gate failed (recorded)")
@@ -142,8 +144,11 @@ def main() -> None:
             log_to_mlflow(client, run_id, report, run_dir / "evaluation")
             client.set_terminated(run_id)
             name = f"instructue-{args.dataset}"
+            evaluated = Path(report["model_dir"])  # the folder the gate judged (the run's winner)
+            if not evaluated.is_dir():
+                evaluated = run_dir / evaluated.name
             done = register(client, client.create_experiment("instructue-registry"),
-                            model_dir=run_dir / "model", dataset_dir=ROOT / "data" / args.dataset, name=name,
+                            model_dir=evaluated, dataset_dir=ROOT / "data" / args.dataset, name=name,
                             root=ROOT, bundle_base_models=False, me=whoami(server.uri),
                             override_reason=args.override_reason)  # fmt: skip
             _as("ana", users["ana"])
