@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.evaluation.tracking import log_to_mlflow  # noqa: E402
+from components.evaluation import log_to_mlflow  # noqa: E402
 from components.registry import Role, TeamServer, add_user, promote, register, server_command, whoami  # noqa: E402
 
 # the version page's classic layout lists every tag
