@@ -147,6 +147,7 @@ def server_command(server: TeamServer, admin_password: str) -> tuple[list[str], 
         f"admin_username = {server.admin_username}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access = false", ""]))  # fmt: skip
+    config.chmod(0o600)  # a Postgres auth database's URI holds its password
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
            SECRET_KEY_ENV: os.environ.get(SECRET_KEY_ENV) or _secret_key(home)}  # fmt: skip
     argv = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
