@@ -13,6 +13,7 @@ from components.common.atomic import (
 from components.common.dotted import set_dotted
 from components.common.locks import file_lock, temp_lock_path
 from components.common.quiet import quiet_logger
+from components.common.secret import read_secret
 from components.common.shards import (
     Shard,
     ShardPlan,
@@ -31,6 +32,7 @@ __all__ = [
     "USER_TAG",
     "acting_user",
     "is_server_uri",
+    "read_secret",
     "Shard",
     "ShardPlan",
     "ShardResult",

@@ -39,6 +39,7 @@ from components.registry.team import (
     add_user,
     list_users,
     read_admin_password,
+    read_password,
     server_command,
     whoami,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "add_user",
     "list_users",
     "read_admin_password",
+    "read_password",
     "server_command",
     "whoami",
     "DEFAULT_SHARD_USERS",

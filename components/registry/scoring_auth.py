@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from pathlib import Path
+
+from components.common import read_secret
 
 TOKEN_ENV = "INSTRUCTUE_SERVE_TOKEN"
 OPEN_PATHS = frozenset({"/ping", "/health"})  # what a load balancer's health check calls
@@ -28,18 +29,13 @@ class TokenError(ValueError):
 
 def read_token(token_file: Path | None = None) -> str | None:
     """The token from `token_file` (its first line), else `$INSTRUCTUE_SERVE_TOKEN`, else None."""
-    if token_file is not None:
-        try:
-            lines = Path(token_file).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise TokenError(f"cannot read the token file {token_file}: {e.strerror}") from None
-        token = lines[0].strip() if lines else ""
-        where = f"the token file {token_file}"
-    else:
-        token = os.environ.get(TOKEN_ENV, "").strip()
-        if not token:
-            return None
-        where = f"${TOKEN_ENV}"
+    try:
+        token = read_secret(token_file, TOKEN_ENV)
+    except OSError as e:
+        raise TokenError(f"cannot read the token file {token_file}: {e.strerror}") from None
+    if token_file is None and not token:
+        return None
+    where = f"${TOKEN_ENV}" if token_file is None else f"the token file {token_file}"
     if len(token) < MIN_TOKEN_CHARS:
         raise TokenError(
             f"{where} holds a token of {len(token)} characters; use at least {MIN_TOKEN_CHARS} "

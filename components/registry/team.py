@@ -5,7 +5,7 @@ acting, and the four-eyes rule for promotion.
     add_user(uri, "ana", password, Role.REVIEWER)        # `instructue users add` (an admin's credentials)
     me = whoami(uri)                                      # the name the server authenticated
     require(me, Action.PROMOTE, "instructue-movielens-100k version 3")
-    tags = four_eyes(me, version_tags, override_reason)
+    tags = four_eyes(me, Action.PROMOTE, "... version 3", version_tags, override)
 
 Authentication and permission checks are MLflow's (`mlflow server --app-name basic-auth`); nothing
 here checks a password. The three roles are MLflow RBAC roles in the `default` workspace, granted on
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from components.common import acting_user, is_server_uri, write_text
+from components.common import acting_user, is_server_uri, read_secret, write_text
 from components.registry.register import RegistryError
 
 WORKSPACE = "default"
@@ -118,17 +118,20 @@ def check_password(password: str, what: str = "the admin password") -> str:
     return password
 
 
-def read_admin_password(file: Path | None) -> str:
-    """The admin password from `file` (its first line) or `$INSTRUCTUE_ADMIN_PASSWORD`; never a flag,
-    so it stays out of shell history and process listings."""
-    if file is not None:
-        lines = Path(file).read_text(encoding="utf-8").splitlines()
-        password = lines[0].strip() if lines else ""
-    else:
-        password = os.environ.get(ADMIN_PASSWORD_ENV, "")
+def read_password(file: Path | None, env: str, what: str) -> str:
+    """`what` from `file` (its first line) or `$env` (`read_secret`), checked by `check_password`."""
+    try:
+        password = read_secret(file, env)
+    except OSError as e:
+        raise TeamError(f"cannot read {what} from {file}: {e.strerror}") from None
     if not password:
-        raise TeamError(f"no admin password: give --admin-password-file FILE or set {ADMIN_PASSWORD_ENV}")
-    return check_password(password)
+        raise TeamError(f"no {what}: give a password file or set {env}")
+    return check_password(password, what)
+
+
+def read_admin_password(file: Path | None) -> str:
+    """The admin password from `file` or `$INSTRUCTUE_ADMIN_PASSWORD`."""
+    return read_password(file, ADMIN_PASSWORD_ENV, "admin password")
 
 
 def server_command(server: TeamServer, admin_password: str) -> tuple[list[str], dict[str, str]]:
@@ -201,7 +204,8 @@ def ensure_roles(uri: str) -> dict[Role, int]:
             made = _call(uri, "create roles", lambda r=role: client.create_role(
                 WORKSPACE, r.value, description=f"instructue {r.value}"))  # fmt: skip
             for resource, permission in grants.items():
-                client.add_role_permission(made.id, resource, "*", permission)
+                _call(uri, "grant a role's permissions", lambda m=made, r=resource, p=permission:
+                      client.add_role_permission(m.id, r, "*", p))  # fmt: skip
             have[role.value] = made.id
     return {role: have[role.value] for role in Role}
 
@@ -236,12 +240,12 @@ def list_users(uri: str) -> list[dict]:
 def whoami(uri: str | None) -> Identity:
     """The acting user: on a tracking server the one it authenticates (its admin flag and roles);
     on a local store the operating-system user, unverified."""
-    name = acting_user(uri)
     if not is_server_uri(uri):
-        return Identity(name, authenticated=False)
+        return Identity(acting_user(uri), authenticated=False)
     from mlflow.utils.credentials import read_mlflow_creds
 
-    if not read_mlflow_creds().username:
+    name = read_mlflow_creds().username
+    if not name:
         raise TeamError(f"{uri} is a team server: set MLFLOW_TRACKING_USERNAME and "
                         "MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) to say who you are")  # fmt: skip
     client = _auth_client(uri)

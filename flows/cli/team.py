@@ -80,19 +80,16 @@ def users_add(
     ] = None,
 ) -> None:
     """Create a user with a role (admin only)."""
-    from components.registry import Role, TeamError, add_user
+    from components.registry import Role, TeamError, add_user, read_password
 
     try:
         chosen = Role(role)
     except ValueError:
         raise fail(f"unknown role {role!r}; choose one of: {', '.join(r.value for r in Role)}") from None
-    if password_file is not None:
-        lines = password_file.read_text(encoding="utf-8").splitlines()
-        password = lines[0].strip() if lines else ""
-    else:
-        password = os.environ.get(NEW_PASSWORD_ENV, "")
-    if not password:
-        raise fail(f"no password for {name!r}: give --password-file FILE or set {NEW_PASSWORD_ENV}")
+    try:
+        password = read_password(password_file, NEW_PASSWORD_ENV, f"the password of {name!r}")
+    except TeamError as e:
+        raise fail(str(e)) from None
     uri = _server_uri()
     try:
         add_user(uri, name, password, chosen)
